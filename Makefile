@@ -1,0 +1,39 @@
+# Fresh machine: `make demo` runs the main example end to end, `make test` the
+# test suite. Both create .venv and install the project with its extras.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= test,torch,jax,bench,examples
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test test-cpu test-cudasim bench asv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/solve_banded.py
+
+# The CUDA simulator is chosen when numba.cuda is first imported, so the
+# simulator tests run in their own pytest process.
+test: test-cpu test-cudasim
+
+test-cpu: $(STAMP)
+	$(BIN)/python -m pytest -q tests bandsolve --doctest-modules -m "not cudasim"
+
+test-cudasim: $(STAMP)
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests -m cudasim
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/compare.py
+
+asv: $(STAMP)
+	cd benchmarks && ../$(BIN)/asv run --python=same --quick --show-stderr
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,71 @@
+"""CPU backend: Numba kernels, parallel over the batch.
+
+Every backend (this one and ``bandsolve.cuda``) implements the same five
+kernel-level operations on validated, C-contiguous arrays of one floating
+dtype, with the batch flattened to one leading axis:
+
+``factor(bands, L, check_finite) -> info``
+    Block Cholesky of ``bands`` (B, w+1, T, k, k) into ``L`` (same shape; may
+    be ``bands`` itself). ``info`` (B,) int64: 0 ok, j > 0 leading minor j not
+    positive definite, -j non-finite value in scalar row j.
+``solve(L, x, index)``
+    In place: ``x[i] <- M[index[i]]^{-1} x[i]`` for x (Bx, T, k, nrhs).
+``factor_solve(bands, x, index, check_finite, overwrite) -> info``
+    ``factor`` then ``solve``, fused where the backend can (no full L kept).
+``band_cotangent(bbar, x, index, n_matrices) -> d_bands``
+    (n_matrices, w+1, T, k, k): minus the symmetrised outer products of the
+    adjoint, summed over the right-hand-side items that share a matrix.
+``logdet(L) -> (B,)``
+"""
+
+import numpy as np
+
+from . import _kernels
+
+__all__ = ["factor", "solve", "factor_solve", "band_cotangent", "logdet"]
+
+name = "cpu"
+
+
+def factor(bands, L, check_finite):
+    info = np.zeros(bands.shape[0], dtype=np.int64)
+    if bands.shape[0]:
+        _kernels.factor(bands, L, info, bool(check_finite))
+    return info
+
+
+def solve(L, x, index):
+    if x.shape[0]:
+        _kernels.solve(L, x, index)
+
+
+def factor_solve(bands, x, index, check_finite, overwrite):
+    L = bands if overwrite else np.empty_like(bands)
+    info = factor(bands, L, check_finite)
+    solve(L, x, index)
+    return info
+
+
+def group_by_matrix(index, n_matrices):
+    """CSR-style groups of right-hand-side items that share a matrix."""
+    order = np.argsort(index, kind="stable")
+    counts = np.bincount(index, minlength=n_matrices)
+    start = np.zeros(n_matrices + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    return start, order.astype(np.int64)
+
+
+def band_cotangent(bbar, x, index, n_matrices, n_diag):
+    T, k = x.shape[1], x.shape[2]
+    out = np.zeros((n_matrices, n_diag, T, k, k), dtype=x.dtype)
+    if n_matrices and x.shape[0]:
+        start, items = group_by_matrix(index, n_matrices)
+        _kernels.band_cotangent(out, bbar, x, start, items)
+    return out
+
+
+def logdet(L):
+    out = np.empty(L.shape[0], dtype=L.dtype)
+    if L.shape[0]:
+        _kernels.logdet(L, out)
+    return out
