@@ -19,9 +19,12 @@ shape (B, T, k, nrhs). ``band_cotangent`` forms the symmetrised outer products
 of the adjoint (DESIGN.md section 2).
 
 Status codes (``info``) follow LAPACK: 0 success, ``j > 0`` the leading minor
-of order j (1-based scalar row ``t*k + r + 1``) is not positive definite, and
-``-j`` a non-finite value was read in scalar row j (only when ``check_finite``).
-Failed items are filled with NaN; the others are exact.
+of order j (1-based scalar row ``t*k + r + 1``) is not positive definite: its
+pivot is not finite and positive. Failed items are filled with NaN; the others
+are exact. A non-finite input entry always makes the pivot of its own row (or
+an earlier one) fail, so non-finite input is found by re-scanning only the
+failed items (``scan_nonfinite`` in ``_kernels_simd.py``), which turns their
+code into ``-j``, j the first scalar row holding a non-finite entry.
 
 These kernels work for any k and w and are the reference for the tuned kernels
 in ``_kernels_fast.py``. They take contiguous, already validated arrays.
@@ -36,7 +39,7 @@ _OPTS = dict(cache=True, nogil=True, fastmath={"contract"})
 
 
 @njit(**_OPTS)
-def factor_item(A, L, check_finite):
+def factor_item(A, L):
     """Factor one system A (w+1, T, k, k) into L (may alias A); return info."""
     n_diag, T, k = A.shape[0], A.shape[1], A.shape[2]
     w = n_diag - 1
@@ -48,8 +51,6 @@ def factor_item(A, L, check_finite):
             for r in range(k):
                 for c in range(k):
                     v = A[d, s, r, c]
-                    if check_finite and not np.isfinite(v):
-                        return -(t * k + r + 1)
                     for j in range(d + 1, dmax + 1):
                         for p in range(k):
                             v -= L[j, t - j, r, p] * L[j - d, t - j, c, p]
@@ -60,15 +61,13 @@ def factor_item(A, L, check_finite):
         for r in range(k):
             for c in range(r + 1):
                 v = A[0, t, r, c]
-                if check_finite and not np.isfinite(v):
-                    return -(t * k + r + 1)
                 for d in range(1, dmax + 1):
                     for p in range(k):
                         v -= L[d, t - d, r, p] * L[d, t - d, c, p]
                 for p in range(c):
                     v -= L[0, t, r, p] * L[0, t, c, p]
                 if r == c:
-                    if not v > 0.0:
+                    if not (v > 0.0 and v < np.inf):
                         return t * k + r + 1
                     L[0, t, r, r] = math.sqrt(v)
                 else:
@@ -85,10 +84,10 @@ def factor_item(A, L, check_finite):
 
 
 @njit(parallel=True, **_OPTS)
-def factor(A, L, info, check_finite):
+def factor(A, L, info):
     """Factor every item of A (B, w+1, T, k, k) into L; info (B,) per item."""
     for i in prange(A.shape[0]):
-        status = factor_item(A[i], L[i], check_finite)
+        status = factor_item(A[i], L[i])
         info[i] = status
         if status != 0:
             L[i] = np.nan
@@ -129,13 +128,6 @@ def solve(L, x, index):
     """Solve in place: x[i] <- M[index[i]]^{-1} x[i]; x is (B, T, k, nrhs)."""
     for i in prange(x.shape[0]):
         solve_item(L[index[i]], x[i])
-
-
-@njit(parallel=True, **_OPTS)
-def factor_solve(A, L, x, index, info, check_finite):
-    """Factor A into L, then solve x[i] <- M[index[i]]^{-1} x[i] in place."""
-    factor(A, L, info, check_finite)
-    solve(L, x, index)
 
 
 @njit(**_OPTS)

@@ -18,31 +18,51 @@ dtype, with the batch flattened to one leading axis:
 ``logdet(L) -> (B,)``
 """
 
+import numba
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _kernels_simd
 
 __all__ = ["factor", "solve", "factor_solve", "band_cotangent", "logdet"]
 
 name = "cpu"
 
 
+def _threads():
+    return numba.get_num_threads()
+
+
+def _classify_failures(bands, info, check_finite):
+    """Give failed items whose input holds inf/NaN the code -row (see _kernels_simd)."""
+    if check_finite and info.any():
+        _kernels_simd.scan_nonfinite(bands, info, np.ones(info.shape[0], dtype=np.bool_))
+
+
 def factor(bands, L, check_finite):
     info = np.zeros(bands.shape[0], dtype=np.int64)
-    if bands.shape[0]:
-        _kernels.factor(bands, L, info, bool(check_finite))
+    if bands.shape[0] == 0:
+        return info
+    if check_finite and np.may_share_memory(bands, L):
+        # in place: the input is gone afterwards, so look for inf/NaN first
+        pre = np.zeros_like(info)
+        _kernels_simd.scan_nonfinite(bands, pre, np.zeros(info.shape[0], dtype=np.bool_))
+        _kernels_simd.factor(bands, L, info, _threads())
+        return np.where(pre < 0, pre, info)
+    _kernels_simd.factor(bands, L, info, _threads())
+    _classify_failures(bands, info, check_finite)
     return info
 
 
 def solve(L, x, index):
     if x.shape[0]:
-        _kernels.solve(L, x, index)
+        _kernels_simd.solve(L, x, index, _threads())
 
 
 def factor_solve(bands, x, index, check_finite, overwrite):
-    L = bands if overwrite else np.empty_like(bands)
-    info = factor(bands, L, check_finite)
-    solve(L, x, index)
+    info = np.zeros(bands.shape[0], dtype=np.int64)
+    if bands.shape[0]:
+        _kernels_simd.factor_solve(bands, x, info, _threads())
+        _classify_failures(bands, info, check_finite)
     return info
 
 

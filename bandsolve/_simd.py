@@ -1,0 +1,198 @@
+"""Explicit SIMD vectors for Numba CPU kernels.
+
+Numba's LLVM pipeline runs the loop vectoriser but not the SLP vectoriser, and
+short loops over batch "lanes" get fully unrolled into scalar code. The tuned
+kernels therefore compute on an explicit vector type: ``Vec`` is an LLVM
+``<LANES x float>`` value (one SIMD register, or two halves of one on AVX2)
+with a handful of intrinsics:
+
+    vload(a, i)          a[i : i+LANES] as a vector (a 1-D contiguous array)
+    vstore(a, i, v)      a[i : i+LANES] = v
+    vfnma(acc, x, y)     acc - x * y   (fused multiply-add where the CPU has one)
+    vmul(x, y), vsqrt(x), vrecip(x) = 1 / x, vlane(v, j) = v[j]
+
+Lanes hold independent batch items, so no operation ever mixes lanes and the
+results are bitwise those of the scalar code (up to FMA contraction). The
+element type follows the array (float32 or float64); LANES = 8.
+"""
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.extending import intrinsic, models, register_model
+
+LANES = 8
+_FLAGS = ("contract",)
+
+
+class Vec(types.Type):
+    """A vector of ``LANES`` values of a float dtype (Numba type)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        super().__init__(name=f"Vec{LANES}({dtype})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elem = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(elem, LANES))
+
+
+def _vec_ir(context, dtype):
+    return ir.VectorType(context.get_value_type(dtype), LANES)
+
+
+def _pointer(context, builder, arrty, arr, index, indexty):
+    ary = context.make_array(arrty)(context, builder, arr)
+    index = context.cast(builder, index, indexty, types.intp)
+    return builder.gep(ary.data, [index])
+
+
+@intrinsic
+def vload(typingctx, arr, index):
+    if not (isinstance(arr, types.Array) and isinstance(index, types.Integer)):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        vptr = builder.bitcast(ptr, _vec_ir(context, arr.dtype).as_pointer())
+        return builder.load(vptr, align=context.get_abi_sizeof(context.get_value_type(arr.dtype)))
+
+    return vt(arr, index), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, index, vec):
+    if not (isinstance(arr, types.Array) and isinstance(vec, Vec)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        vptr = builder.bitcast(ptr, _vec_ir(context, arr.dtype).as_pointer())
+        builder.store(args[2], vptr, align=context.get_abi_sizeof(context.get_value_type(arr.dtype)))
+        return context.get_dummy_value()
+
+    return types.none(arr, index, vec), codegen
+
+
+@intrinsic
+def vfnma(typingctx, acc, x, y):
+    """acc - x * y."""
+    if not isinstance(acc, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        prod = builder.fmul(args[1], args[2], flags=_FLAGS)
+        return builder.fsub(args[0], prod, flags=_FLAGS)
+
+    return acc(acc, x, y), codegen
+
+
+@intrinsic
+def vmul(typingctx, x, y):
+    if not isinstance(x, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1], flags=_FLAGS)
+
+    return x(x, y), codegen
+
+
+@intrinsic
+def vrecip(typingctx, x):
+    """1 / x."""
+    if not isinstance(x, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = args[0].type
+        one = ir.Constant(vty, [ir.Constant(vty.element, 1.0)] * LANES)
+        return builder.fdiv(one, args[0])
+
+    return x(x), codegen
+
+
+@intrinsic
+def vsqrt(typingctx, x):
+    if not isinstance(x, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(args[0].type, [args[0].type]),
+            f"llvm.sqrt.v{LANES}{'f64' if x.dtype == types.float64 else 'f32'}",
+        )
+        return builder.call(fn, [args[0]])
+
+    return x(x), codegen
+
+
+@intrinsic
+def vlane(typingctx, x, j):
+    """The j-th lane of x as a scalar."""
+    if not (isinstance(x, Vec) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.extract_element(args[0], args[1])
+
+    return x.dtype(x, j), codegen
+
+
+@intrinsic
+def vsplat(typingctx, value, like):
+    """A vector with every lane equal to ``value`` (dtype of the vector ``like``)."""
+    if not isinstance(like, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        scalar = context.cast(builder, args[0], sig.args[0], like.dtype)
+        vty = _vec_ir(context, like.dtype)
+        vec = ir.Constant(vty, ir.Undefined)
+        for j in range(LANES):
+            vec = builder.insert_element(vec, scalar, ir.Constant(ir.IntType(32), j))
+        return vec
+
+    return like(value, like), codegen
+
+
+def _shuffle(builder, a, b, mask):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), LANES), mask))
+
+
+@intrinsic
+def vtranspose(typingctx, rows):
+    """Transpose an 8 x 8 tile held as a tuple of 8 vectors (rows -> columns)."""
+    if not (isinstance(rows, types.UniTuple) and rows.count == LANES and isinstance(rows.dtype, Vec)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = [builder.extract_value(args[0], j) for j in range(LANES)]
+        # stage 1: interleave pairs of rows element by element
+        s1 = []
+        for j in range(0, 8, 2):
+            s1.append(_shuffle(builder, v[j], v[j + 1], [0, 8, 2, 10, 4, 12, 6, 14]))
+            s1.append(_shuffle(builder, v[j], v[j + 1], [1, 9, 3, 11, 5, 13, 7, 15]))
+        # stage 2: pairs of elements
+        s2 = [None] * 8
+        for j in (0, 4):
+            for h in (0, 1):
+                a, b = s1[j + h], s1[j + h + 2]
+                s2[j + h] = _shuffle(builder, a, b, [0, 1, 8, 9, 4, 5, 12, 13])
+                s2[j + h + 2] = _shuffle(builder, a, b, [2, 3, 10, 11, 6, 7, 14, 15])
+        # stage 3: quads
+        out = [None] * 8
+        for j in range(4):
+            a, b = s2[j], s2[j + 4]
+            out[j] = _shuffle(builder, a, b, [0, 1, 2, 3, 8, 9, 10, 11])
+            out[j + 4] = _shuffle(builder, a, b, [4, 5, 6, 7, 12, 13, 14, 15])
+        res = cgutils.get_null_value(context.get_value_type(sig.return_type))
+        for j in range(LANES):
+            res = builder.insert_value(res, out[j], j)
+        return res
+
+    return rows(rows), codegen
