@@ -39,14 +39,84 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._simd import LANES, vfnma, vlane, vload, vmul, vrecip, vsqrt, vstore, vtranspose
+from ._simd import (
+    LANES, prefetch, vadd, vfnma, vlane, vload, vmul, vrecip, vsplat, vsqrt, vstore, vtranspose,
+)
 
+_AHEAD = 2  # block rows prefetched ahead of the one being gathered
 _OPTS = dict(cache=True, nogil=True, fastmath={"contract"})
 _INLINE = dict(_OPTS, inline="always")
 
 
 # ---------------------------------------------------------------------------
 # gather / scatter between item-major storage and the lane workspace
+
+
+if LANES == 8:
+
+    @njit(**_INLINE)
+    def _load_rows(src, items, off):
+        """One vector from each lane's item: a LANES x LANES tile, lane-major."""
+        return (vload(src[items[0]], off), vload(src[items[1]], off),
+                vload(src[items[2]], off), vload(src[items[3]], off),
+                vload(src[items[4]], off), vload(src[items[5]], off),
+                vload(src[items[6]], off), vload(src[items[7]], off))
+
+    @njit(**_INLINE)
+    def _store_rows(dst, items, off, rows):
+        vstore(dst[items[0]], off, rows[0])
+        vstore(dst[items[1]], off, rows[1])
+        vstore(dst[items[2]], off, rows[2])
+        vstore(dst[items[3]], off, rows[3])
+        vstore(dst[items[4]], off, rows[4])
+        vstore(dst[items[5]], off, rows[5])
+        vstore(dst[items[6]], off, rows[6])
+        vstore(dst[items[7]], off, rows[7])
+
+    @njit(**_INLINE)
+    def _load_cols(src, off):
+        """LANES consecutive vectors of the workspace."""
+        return (vload(src, off), vload(src, off + LANES), vload(src, off + 2 * LANES),
+                vload(src, off + 3 * LANES), vload(src, off + 4 * LANES),
+                vload(src, off + 5 * LANES), vload(src, off + 6 * LANES),
+                vload(src, off + 7 * LANES))
+
+    @njit(**_INLINE)
+    def _store_cols(dst, off, cols):
+        vstore(dst, off, cols[0])
+        vstore(dst, off + LANES, cols[1])
+        vstore(dst, off + 2 * LANES, cols[2])
+        vstore(dst, off + 3 * LANES, cols[3])
+        vstore(dst, off + 4 * LANES, cols[4])
+        vstore(dst, off + 5 * LANES, cols[5])
+        vstore(dst, off + 6 * LANES, cols[6])
+        vstore(dst, off + 7 * LANES, cols[7])
+
+else:
+
+    @njit(**_INLINE)
+    def _load_rows(src, items, off):
+        return (vload(src[items[0]], off), vload(src[items[1]], off),
+                vload(src[items[2]], off), vload(src[items[3]], off))
+
+    @njit(**_INLINE)
+    def _store_rows(dst, items, off, rows):
+        vstore(dst[items[0]], off, rows[0])
+        vstore(dst[items[1]], off, rows[1])
+        vstore(dst[items[2]], off, rows[2])
+        vstore(dst[items[3]], off, rows[3])
+
+    @njit(**_INLINE)
+    def _load_cols(src, off):
+        return (vload(src, off), vload(src, off + LANES), vload(src, off + 2 * LANES),
+                vload(src, off + 3 * LANES))
+
+    @njit(**_INLINE)
+    def _store_cols(dst, off, cols):
+        vstore(dst, off, cols[0])
+        vstore(dst, off + LANES, cols[1])
+        vstore(dst, off + 2 * LANES, cols[2])
+        vstore(dst, off + 3 * LANES, cols[3])
 
 
 @njit(**_INLINE)
@@ -57,21 +127,7 @@ def _gather_block(src, items, src_off, dst, dst_off, k):
         do = dst_off + r * k * LANES
         c0 = 0
         while c0 + LANES <= k:
-            cols = vtranspose((
-                vload(src[items[0]], so + c0), vload(src[items[1]], so + c0),
-                vload(src[items[2]], so + c0), vload(src[items[3]], so + c0),
-                vload(src[items[4]], so + c0), vload(src[items[5]], so + c0),
-                vload(src[items[6]], so + c0), vload(src[items[7]], so + c0),
-            ))
-            o = do + c0 * LANES
-            vstore(dst, o, cols[0])
-            vstore(dst, o + LANES, cols[1])
-            vstore(dst, o + 2 * LANES, cols[2])
-            vstore(dst, o + 3 * LANES, cols[3])
-            vstore(dst, o + 4 * LANES, cols[4])
-            vstore(dst, o + 5 * LANES, cols[5])
-            vstore(dst, o + 6 * LANES, cols[6])
-            vstore(dst, o + 7 * LANES, cols[7])
+            _store_cols(dst, do + c0 * LANES, vtranspose(_load_rows(src, items, so + c0)))
             c0 += LANES
         for c in range(c0, k):
             for l in range(LANES):
@@ -88,21 +144,7 @@ def _scatter_block(src, src_off, dst, items, n_valid, dst_off, k, lower_only):
         c0 = 0
         if n_valid == LANES:
             while c0 + LANES <= k:
-                o = so + c0 * LANES
-                rows = vtranspose((
-                    vload(src, o), vload(src, o + LANES), vload(src, o + 2 * LANES),
-                    vload(src, o + 3 * LANES), vload(src, o + 4 * LANES),
-                    vload(src, o + 5 * LANES), vload(src, o + 6 * LANES),
-                    vload(src, o + 7 * LANES),
-                ))
-                vstore(dst[items[0]], do + c0, rows[0])
-                vstore(dst[items[1]], do + c0, rows[1])
-                vstore(dst[items[2]], do + c0, rows[2])
-                vstore(dst[items[3]], do + c0, rows[3])
-                vstore(dst[items[4]], do + c0, rows[4])
-                vstore(dst[items[5]], do + c0, rows[5])
-                vstore(dst[items[6]], do + c0, rows[6])
-                vstore(dst[items[7]], do + c0, rows[7])
+                _store_rows(dst, items, do + c0, vtranspose(_load_cols(src, so + c0 * LANES)))
                 c0 += LANES
         for c in range(c0, k):
             for l in range(n_valid):
@@ -111,6 +153,20 @@ def _scatter_block(src, src_off, dst, items, n_valid, dst_off, k, lower_only):
             for c in range(r + 1, k):
                 for l in range(n_valid):
                     dst[items[l], do + c] = 0.0
+
+
+@njit(**_INLINE)
+def _prefetch_block_row(src, items, T, t, n_diag, k):
+    """Prefetch block row t of every lane (one hint per 64-byte line)."""
+    if t < T:
+        kk = k * k
+        for d in range(min(n_diag - 1, t) + 1):
+            off = (d * T + t - d) * kk
+            for l in range(LANES):
+                row = src[items[l]]
+                for e in range(0, kk, 8):
+                    prefetch(row, off + e)
+                prefetch(row, off + kk - 1)
 
 
 # ---------------------------------------------------------------------------
@@ -127,84 +183,166 @@ def _pivots(acc, stat, row1):
 
 
 @njit(**_INLINE)
-def _factor_block_row(W, R, stat, t, dmax, k, row_stride, block):
-    """Factor block row t in place in W (lane workspace), three rows at a time."""
+def _store3(W, row, ca, cb, cc, va, vb, vc):
+    vstore(W, row + ca * LANES, va)
+    if cb != ca:
+        vstore(W, row + cb * LANES, vb)
+    if cc != cb:
+        vstore(W, row + cc * LANES, vc)
+
+
+@njit(**_INLINE)
+def _update_nt(W, out, a, b, n_terms, stride, k, lower):
+    """out -= sum_{m < n_terms} A_m B_m^T on k x k lane blocks, in 3 x 3 register tiles.
+
+    ``A_m`` starts at ``a + m*stride`` and ``B_m`` at ``b + m*stride``. With
+    ``lower`` only tiles touching the lower triangle are computed (entries
+    above the diagonal of those tiles are written too and never read).
+    Rows/columns past k are clamped to k-1 (duplicate work, same values).
+    """
     for r0 in range(0, k, 3):
         ra = r0
         rb = min(r0 + 1, k - 1)
         rc = min(r0 + 2, k - 1)
-        # off-diagonal blocks L[t, t-d], farthest first
-        for d in range(dmax, 0, -1):
-            own = t * row_stride + d * block
-            for c in range(k):
-                acc_a = vload(W, own + (ra * k + c) * LANES)
-                acc_b = vload(W, own + (rb * k + c) * LANES)
-                acc_c = vload(W, own + (rc * k + c) * LANES)
-                for j in range(d + 1, dmax + 1):
-                    pa = t * row_stride + j * block
-                    pb = (t - d) * row_stride + (j - d) * block + c * k * LANES
-                    for p in range(k):
-                        y = vload(W, pb + p * LANES)
-                        acc_a = vfnma(acc_a, vload(W, pa + (ra * k + p) * LANES), y)
-                        acc_b = vfnma(acc_b, vload(W, pa + (rb * k + p) * LANES), y)
-                        acc_c = vfnma(acc_c, vload(W, pa + (rc * k + p) * LANES), y)
-                pb = (t - d) * row_stride + c * k * LANES
-                for p in range(c):
-                    y = vload(W, pb + p * LANES)
-                    acc_a = vfnma(acc_a, vload(W, own + (ra * k + p) * LANES), y)
-                    acc_b = vfnma(acc_b, vload(W, own + (rb * k + p) * LANES), y)
-                    acc_c = vfnma(acc_c, vload(W, own + (rc * k + p) * LANES), y)
-                rinv = vload(R, ((t - d) * k + c) * LANES)
-                vstore(W, own + (ra * k + c) * LANES, vmul(acc_a, rinv))
-                vstore(W, own + (rb * k + c) * LANES, vmul(acc_b, rinv))
-                vstore(W, own + (rc * k + c) * LANES, vmul(acc_c, rinv))
-        # diagonal block, columns up to the last row of the tile
-        own = t * row_stride
-        for c in range(rc + 1):
-            acc_a = vload(W, own + (ra * k + c) * LANES)
-            acc_b = vload(W, own + (rb * k + c) * LANES)
-            acc_c = vload(W, own + (rc * k + c) * LANES)
-            for d in range(1, dmax + 1):
-                pa = t * row_stride + d * block
+        c_end = min(r0 + 3, k) if lower else k
+        for c0 in range(0, c_end, 3):
+            ca = c0
+            cb = min(c0 + 1, k - 1)
+            cc = min(c0 + 2, k - 1)
+            s_aa = vload(W, out + (ra * k + ca) * LANES)
+            s_ab = vload(W, out + (ra * k + cb) * LANES)
+            s_ac = vload(W, out + (ra * k + cc) * LANES)
+            s_ba = vload(W, out + (rb * k + ca) * LANES)
+            s_bb = vload(W, out + (rb * k + cb) * LANES)
+            s_bc = vload(W, out + (rb * k + cc) * LANES)
+            s_ca = vload(W, out + (rc * k + ca) * LANES)
+            s_cb = vload(W, out + (rc * k + cb) * LANES)
+            s_cc = vload(W, out + (rc * k + cc) * LANES)
+            for m in range(n_terms):
+                ao = a + m * stride
+                bo = b + m * stride
                 for p in range(k):
-                    y = vload(W, pa + (c * k + p) * LANES)
-                    acc_a = vfnma(acc_a, vload(W, pa + (ra * k + p) * LANES), y)
-                    acc_b = vfnma(acc_b, vload(W, pa + (rb * k + p) * LANES), y)
-                    acc_c = vfnma(acc_c, vload(W, pa + (rc * k + p) * LANES), y)
-            for p in range(c):
-                y = vload(W, own + (c * k + p) * LANES)
-                acc_a = vfnma(acc_a, vload(W, own + (ra * k + p) * LANES), y)
-                acc_b = vfnma(acc_b, vload(W, own + (rb * k + p) * LANES), y)
-                acc_c = vfnma(acc_c, vload(W, own + (rc * k + p) * LANES), y)
-            # finalise in row order: the pivot of row c comes before its users
-            if c == ra:
-                _pivots(acc_a, stat, t * k + ra + 1)
-                s = vsqrt(acc_a)
-                vstore(W, own + (ra * k + c) * LANES, s)
-                vstore(R, (t * k + c) * LANES, vrecip(s))
-            elif c < ra:
-                vstore(W, own + (ra * k + c) * LANES, vmul(acc_a, vload(R, (t * k + c) * LANES)))
+                    xa = vload(W, ao + (ra * k + p) * LANES)
+                    xb = vload(W, ao + (rb * k + p) * LANES)
+                    xc = vload(W, ao + (rc * k + p) * LANES)
+                    ya = vload(W, bo + (ca * k + p) * LANES)
+                    yb = vload(W, bo + (cb * k + p) * LANES)
+                    yc = vload(W, bo + (cc * k + p) * LANES)
+                    s_aa = vfnma(s_aa, xa, ya)
+                    s_ab = vfnma(s_ab, xa, yb)
+                    s_ac = vfnma(s_ac, xa, yc)
+                    s_ba = vfnma(s_ba, xb, ya)
+                    s_bb = vfnma(s_bb, xb, yb)
+                    s_bc = vfnma(s_bc, xb, yc)
+                    s_ca = vfnma(s_ca, xc, ya)
+                    s_cb = vfnma(s_cb, xc, yb)
+                    s_cc = vfnma(s_cc, xc, yc)
+            # rows/columns clamped past k-1 are duplicates: store each entry once
+            _store3(W, out + ra * k * LANES, ca, cb, cc, s_aa, s_ab, s_ac)
             if rb != ra:
-                if c == rb:
-                    _pivots(acc_b, stat, t * k + rb + 1)
-                    s = vsqrt(acc_b)
-                    vstore(W, own + (rb * k + c) * LANES, s)
-                    vstore(R, (t * k + c) * LANES, vrecip(s))
-                elif c < rb:
-                    vstore(W, own + (rb * k + c) * LANES, vmul(acc_b, vload(R, (t * k + c) * LANES)))
+                _store3(W, out + rb * k * LANES, ca, cb, cc, s_ba, s_bb, s_bc)
             if rc != rb:
-                if c == rc:
-                    _pivots(acc_c, stat, t * k + rc + 1)
-                    s = vsqrt(acc_c)
-                    vstore(W, own + (rc * k + c) * LANES, s)
-                    vstore(R, (t * k + c) * LANES, vrecip(s))
-                elif c < rc:
-                    vstore(W, own + (rc * k + c) * LANES, vmul(acc_c, vload(R, (t * k + c) * LANES)))
+                _store3(W, out + rc * k * LANES, ca, cb, cc, s_ca, s_cb, s_cc)
+
+
+@njit(**_INLINE)
+def _trsm_right_lower_t(W, R, x, u, rinv, k):
+    """X <- X U^{-T} in place (X at x, U lower at u, 1/diag(U) at rinv).
+
+    3 rows x 2 columns register tile; rows clamped past k-1 are computed but
+    not stored (a duplicate store would serialise on the same address).
+    """
+    for r0 in range(0, k, 3):
+        ra = r0
+        rb = min(r0 + 1, k - 1)
+        rc = min(r0 + 2, k - 1)
+        c = 0
+        while c < k:
+            c1 = min(c + 1, k - 1)
+            a0 = vload(W, x + (ra * k + c) * LANES)
+            b0 = vload(W, x + (rb * k + c) * LANES)
+            e0 = vload(W, x + (rc * k + c) * LANES)
+            a1 = vload(W, x + (ra * k + c1) * LANES)
+            b1 = vload(W, x + (rb * k + c1) * LANES)
+            e1 = vload(W, x + (rc * k + c1) * LANES)
+            for p in range(c):
+                y0 = vload(W, u + (c * k + p) * LANES)
+                y1 = vload(W, u + (c1 * k + p) * LANES)
+                xa = vload(W, x + (ra * k + p) * LANES)
+                xb = vload(W, x + (rb * k + p) * LANES)
+                xc = vload(W, x + (rc * k + p) * LANES)
+                a0 = vfnma(a0, xa, y0)
+                b0 = vfnma(b0, xb, y0)
+                e0 = vfnma(e0, xc, y0)
+                a1 = vfnma(a1, xa, y1)
+                b1 = vfnma(b1, xb, y1)
+                e1 = vfnma(e1, xc, y1)
+            r0v = vload(R, rinv + c * LANES)
+            a0 = vmul(a0, r0v)
+            b0 = vmul(b0, r0v)
+            e0 = vmul(e0, r0v)
+            vstore(W, x + (ra * k + c) * LANES, a0)
+            if rb != ra:
+                vstore(W, x + (rb * k + c) * LANES, b0)
+            if rc != rb:
+                vstore(W, x + (rc * k + c) * LANES, e0)
+            if c1 != c:
+                y = vload(W, u + (c1 * k + c) * LANES)
+                r1v = vload(R, rinv + c1 * LANES)
+                vstore(W, x + (ra * k + c1) * LANES, vmul(vfnma(a1, a0, y), r1v))
+                if rb != ra:
+                    vstore(W, x + (rb * k + c1) * LANES, vmul(vfnma(b1, b0, y), r1v))
+                if rc != rb:
+                    vstore(W, x + (rc * k + c1) * LANES, vmul(vfnma(e1, e0, y), r1v))
+            c += 2
+
+
+@njit(**_INLINE)
+def _potrf(W, R, stat, s, rinv, row1, k):
+    """Lower Cholesky of the k x k lane block at s in place; 1/diag to R[rinv:].
+
+    Right-looking: scale column c, then a rank-1 update of the trailing lower
+    triangle, next column first, so the next pivot is ready after one FMA.
+    """
+    for c in range(k):
+        acc = vload(W, s + (c * k + c) * LANES)
+        _pivots(acc, stat, row1 + c)
+        sq = vsqrt(acc)
+        rc = vrecip(sq)
+        vstore(W, s + (c * k + c) * LANES, sq)
+        vstore(R, rinv + c * LANES, rc)
+        for r in range(c + 1, k):
+            vstore(W, s + (r * k + c) * LANES, vmul(vload(W, s + (r * k + c) * LANES), rc))
+        # trailing update, next column first (critical path)
+        for j in range(c + 1, k):
+            lj = vload(W, s + (j * k + c) * LANES)
+            for r in range(j, k):
+                o = s + (r * k + j) * LANES
+                vstore(W, o, vfnma(vload(W, o), vload(W, s + (r * k + c) * LANES), lj))
+
+
+@njit(**_INLINE)
+def _factor_block_row(W, R, stat, t, dmax, k, row_stride, block):
+    """Factor block row t in place in the lane workspace (W[t, d] = L[t, t-d])."""
+    own = t * row_stride
+    for d in range(dmax, 0, -1):
+        # G = M[t, t-d] - sum_{j>d} L[t, t-j] L[t-d, t-j]^T, then G L[t-d, t-d]^{-T}
+        _update_nt(W, own + d * block, own + (d + 1) * block,
+                   (t - d) * row_stride + block, dmax - d, block, k, False)
+        _trsm_right_lower_t(W, R, own + d * block, (t - d) * row_stride,
+                            (t - d) * k * LANES, k)
+    # S = M[t, t] - sum_d L[t, t-d] L[t, t-d]^T, then L[t, t] = chol(S)
+    _update_nt(W, own, own + block, own + block, dmax, block, k, True)
+    _potrf(W, R, stat, own, t * k * LANES, t * k + 1, k)
 
 
 @njit(**_INLINE)
 def _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block):
-    """y_t <- L[t,t]^{-1} (y_t - sum_d L[t,t-d] y_{t-d}) in the lane workspace."""
+    """y_t <- L[t,t]^{-1} (y_t - sum_d L[t,t-d] y_{t-d}) in the lane workspace.
+
+    Two accumulators per row: the coupling to earlier block rows does not
+    depend on this block's rows and runs ahead of the triangular solve.
+    """
     for r in range(k):
         rinv = vload(R, (t * k + r) * LANES)
         for q in range(nrhs):
@@ -216,9 +354,10 @@ def _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block):
                     acc = vfnma(acc, vload(W, pa + p * LANES),
                                 vload(Y, (((t - d) * k + p) * nrhs + q) * LANES))
             pa = t * row_stride + r * k * LANES
+            tri = vsplat(0.0, acc)
             for p in range(r):
-                acc = vfnma(acc, vload(W, pa + p * LANES), vload(Y, ((t * k + p) * nrhs + q) * LANES))
-            vstore(Y, o, vmul(acc, rinv))
+                tri = vfnma(tri, vload(W, pa + p * LANES), vload(Y, ((t * k + p) * nrhs + q) * LANES))
+            vstore(Y, o, vmul(vadd(acc, tri), rinv))
 
 
 @njit(**_INLINE)
@@ -236,9 +375,10 @@ def _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block):
                     acc = vfnma(acc, vload(W, pb + p * k * LANES),
                                 vload(Y, (((t + d) * k + p) * nrhs + q) * LANES))
             pb = t * row_stride + r * LANES
+            tri = vsplat(0.0, acc)
             for p in range(r + 1, k):
-                acc = vfnma(acc, vload(W, pb + p * k * LANES), vload(Y, ((t * k + p) * nrhs + q) * LANES))
-            vstore(Y, o, vmul(acc, rinv))
+                tri = vfnma(tri, vload(W, pb + p * k * LANES), vload(Y, ((t * k + p) * nrhs + q) * LANES))
+            vstore(Y, o, vmul(vadd(acc, tri), rinv))
 
 
 @njit(**_INLINE)
@@ -296,6 +436,7 @@ def factor_solve(A, X, info, n_threads):
                 stat[l] = 0
             for t in range(T):
                 dmax = min(n_diag - 1, t)
+                _prefetch_block_row(A2, items, T, t + _AHEAD, n_diag, k)
                 for d in range(dmax + 1):
                     _gather_block(A2, items, ((d * T + t - d) * k) * k, W,
                                   t * row_stride + d * block, k)

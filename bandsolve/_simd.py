@@ -92,6 +92,17 @@ def vfnma(typingctx, acc, x, y):
 
 
 @intrinsic
+def vadd(typingctx, x, y):
+    if not isinstance(x, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1], flags=_FLAGS)
+
+    return x(x, y), codegen
+
+
+@intrinsic
 def vmul(typingctx, x, y):
     if not isinstance(x, Vec):
         return None
@@ -166,33 +177,57 @@ def _shuffle(builder, a, b, mask):
 
 @intrinsic
 def vtranspose(typingctx, rows):
-    """Transpose an 8 x 8 tile held as a tuple of 8 vectors (rows -> columns)."""
+    """Transpose a LANES x LANES tile held as a tuple of LANES vectors (rows -> columns)."""
     if not (isinstance(rows, types.UniTuple) and rows.count == LANES and isinstance(rows.dtype, Vec)):
         return None
 
     def codegen(context, builder, sig, args):
         v = [builder.extract_value(args[0], j) for j in range(LANES)]
-        # stage 1: interleave pairs of rows element by element
-        s1 = []
-        for j in range(0, 8, 2):
-            s1.append(_shuffle(builder, v[j], v[j + 1], [0, 8, 2, 10, 4, 12, 6, 14]))
-            s1.append(_shuffle(builder, v[j], v[j + 1], [1, 9, 3, 11, 5, 13, 7, 15]))
-        # stage 2: pairs of elements
-        s2 = [None] * 8
-        for j in (0, 4):
-            for h in (0, 1):
-                a, b = s1[j + h], s1[j + h + 2]
-                s2[j + h] = _shuffle(builder, a, b, [0, 1, 8, 9, 4, 5, 12, 13])
-                s2[j + h + 2] = _shuffle(builder, a, b, [2, 3, 10, 11, 6, 7, 14, 15])
-        # stage 3: quads
-        out = [None] * 8
-        for j in range(4):
-            a, b = s2[j], s2[j + 4]
-            out[j] = _shuffle(builder, a, b, [0, 1, 2, 3, 8, 9, 10, 11])
-            out[j + 4] = _shuffle(builder, a, b, [4, 5, 6, 7, 12, 13, 14, 15])
+        # log2(LANES) butterfly stages; stage with span s pairs rows j and j+s and
+        # interleaves blocks of s elements.
+        span = 1
+        while span < LANES:
+            out = list(v)
+            for j in range(LANES):
+                if j & span:
+                    continue
+                lo, hi = [], []
+                for e in range(LANES):
+                    blk, pos = divmod(e, 2 * span)
+                    base = blk * 2 * span
+                    if pos < span:
+                        lo.append(base + pos)
+                        hi.append(base + span + pos)
+                    else:
+                        lo.append(LANES + base + pos - span)
+                        hi.append(LANES + base + pos)
+                out[j] = _shuffle(builder, v[j], v[j + span], lo)
+                out[j + span] = _shuffle(builder, v[j], v[j + span], hi)
+            v = out
+            span *= 2
         res = cgutils.get_null_value(context.get_value_type(sig.return_type))
         for j in range(LANES):
-            res = builder.insert_value(res, out[j], j)
+            res = builder.insert_value(res, v[j], j)
         return res
 
     return rows(rows), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):
+    """Hint the CPU to bring the cache line of arr[index] into cache (no effect on results)."""
+    if not (isinstance(arr, types.Array) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8"
+        )
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, index), codegen
