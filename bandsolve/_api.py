@@ -100,7 +100,7 @@ def _prepare_matrices(bands, *, lower, dtype_with, overwrite, copy, check_finite
         flat, writable = bands, bool(overwrite)
     else:
         flat, writable = xp.array(bands, dtype=dtype, order="C", copy=True), True
-    flat = flat.reshape((-1, n_diag, T, k, k))
+    flat = flat.reshape((V.prod(batch_shape), n_diag, T, k, k))
     mats = _Matrices(xp, be, flat, batch_shape, n_diag, T, k, writable)
     return mats, dtype, bool(check_finite)
 
@@ -120,7 +120,8 @@ def _prepare_rhs(xp, b, mats_batch, T, k, dtype, overwrite_b, check_finite, name
     else:
         x = xp.empty(full + core, dtype=dtype)
         x[...] = b
-    x_flat = x.reshape((-1, T, k, 1 if nrhs is None else nrhs))
+    # explicit batch size: -1 is ambiguous when nrhs == 0
+    x_flat = x.reshape((V.prod(full), T, k, 1 if nrhs is None else nrhs))
     n_mats = V.prod(mats_batch)
     if full == tuple(mats_batch):
         index = np.arange(n_mats, dtype=np.int64)
