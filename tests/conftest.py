@@ -49,7 +49,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "cudasim" if CUDASIM 
 _BACKENDS = [pytest.param("cuda", marks=pytest.mark.cudasim)] if CUDASIM else ["cpu"]
 
 
-@pytest.fixture(params=_BACKENDS)
+@pytest.fixture(params=_BACKENDS, scope="session")
 def backend(request):
     """The bandsolve backend under test: "cpu", or "cuda" under the simulator."""
     return request.param
