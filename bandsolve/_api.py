@@ -264,8 +264,8 @@ class BandedCholesky:
         --------
         >>> import numpy as np, bandsolve
         >>> bands = np.zeros((2, 3, 1, 1)); bands[0] = 2.0
-        >>> float(bandsolve.cholesky(bands).logdet())  # det = 2**3
-        2.0794415416798357
+        >>> round(float(bandsolve.cholesky(bands).logdet()), 12)  # log(2**3)
+        2.07944154168
         """
         m = self._mats
         return m.backend.logdet(m.flat).reshape(m.batch_shape)
