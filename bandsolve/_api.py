@@ -99,17 +99,18 @@ def _prepare_matrices(bands, *, lower, dtype_with, overwrite, check_finite, back
         flat, writable = bands, bool(overwrite)
     else:
         flat, writable = xp.array(bands, dtype=dtype, order="C", copy=True), True
-    flat = flat.reshape((-1, n_diag, T, k, k))
+    flat = flat.reshape((V.prod(batch_shape), n_diag, T, k, k))
     mats = _Matrices(xp, be, flat, batch_shape, n_diag, T, k, writable)
     return mats, dtype, bool(check_finite)
 
 
 def _prepare_rhs(xp, b, mats_batch, T, k, dtype, overwrite_b, check_finite, name="b",
-                 matrix_form=None):
+                 matrix_form=None, matrix_name="bands"):
     """Return (x, x_flat, full_batch, nrhs, index); x is writable, C-contiguous."""
     b = _arrays.asarray(b, xp)
-    b_batch, nrhs = V.split_rhs(b, T, k, name=name, matrix_form=matrix_form)
-    full = V.broadcast_batch(mats_batch, b_batch, "bands", name)
+    b_batch, nrhs = V.split_rhs(b, T, k, name=name, bands_name=matrix_name,
+                                matrix_form=matrix_form)
+    full = V.broadcast_batch(mats_batch, b_batch, matrix_name, name)
     if check_finite:
         V.check_finite(xp, b, name)
     core = (T, k) if nrhs is None else (T, k, nrhs)
@@ -118,7 +119,8 @@ def _prepare_rhs(xp, b, mats_batch, T, k, dtype, overwrite_b, check_finite, name
     else:
         x = xp.empty(full + core, dtype=dtype)
         x[...] = b
-    x_flat = x.reshape((-1, T, k, 1 if nrhs is None else nrhs))
+    # explicit batch size: -1 is ambiguous when nrhs == 0
+    x_flat = x.reshape((V.prod(full), T, k, 1 if nrhs is None else nrhs))
     n_mats = V.prod(mats_batch)
     if full == tuple(mats_batch):
         index = np.arange(n_mats, dtype=np.int64)
@@ -240,14 +242,15 @@ class BandedCholesky:
         """
         return self._solve(b, overwrite_b=overwrite_b, check_finite=check_finite)
 
-    def _solve(self, b, *, overwrite_b, check_finite, matrix_form=None, name="b"):
+    def _solve(self, b, *, overwrite_b, check_finite, matrix_form=None, name="b",
+               matrix_name="bands"):
         m = self._mats
         xp = m.xp
         b = _arrays.asarray(b, xp)
         dtype = np.result_type(self.dtype, V.working_dtype(b, names=(name,)))
         x, x_flat, _, _, index = _prepare_rhs(
             xp, b, m.batch_shape, m.T, m.k, dtype, overwrite_b, check_finite, name=name,
-            matrix_form=matrix_form,
+            matrix_form=matrix_form, matrix_name=matrix_name,
         )
         L = m.flat if m.flat.dtype == dtype else m.flat.astype(dtype)
         m.backend.solve(L, x_flat, _index_for(m.backend, index))
@@ -261,7 +264,7 @@ class BandedCholesky:
         >>> import numpy as np, bandsolve
         >>> bands = np.zeros((2, 3, 1, 1)); bands[0] = 2.0
         >>> round(float(bandsolve.cholesky(bands).logdet()), 12)  # log(2**3)
-        2.079441541680
+        2.07944154168
         """
         m = self._mats
         return m.backend.logdet(m.flat).reshape(m.batch_shape)
@@ -329,12 +332,18 @@ def cholesky(bands, *, lower=True, overwrite=False, check_finite=True, check=Tru
     >>> float(fac.logdet()) > 0
     True
     """
+    return _cholesky(bands, lower=lower, overwrite=overwrite, check_finite=check_finite,
+                     check=check, backend=backend)
+
+
+def _cholesky(bands, *, lower, overwrite, check_finite, check, backend, name="bands"):
+    """:func:`cholesky`, with ``name`` the argument named in error messages."""
     mats, dtype, check_finite = _prepare_matrices(
         bands, lower=lower, dtype_with=(), overwrite=overwrite,
-        check_finite=check_finite, backend=backend,
+        check_finite=check_finite, backend=backend, name=name,
     )
     mats, info = _factor(mats, check_finite)
-    _check_info(mats, info, check, check_finite)
+    _check_info(mats, info, check, check_finite, name=name)
     return BandedCholesky(mats, dtype, info, lower)
 
 
@@ -353,7 +362,7 @@ def _factor_and_solve(bands, b, *, lower, overwrite_bands, overwrite_b, check_fi
     )
     x, x_flat, full, nrhs, index = _prepare_rhs(
         mats.xp, b, mats.batch_shape, mats.T, mats.k, dtype, overwrite_b, check_finite,
-        name=names[1], matrix_form=matrix_form,
+        name=names[1], matrix_form=matrix_form, matrix_name=names[0],
     )
     be = mats.backend
     identity = full == tuple(mats.batch_shape)

@@ -109,8 +109,8 @@ def cholesky_banded(ab, overwrite_ab=False, lower=False, check_finite=True):
     ab = _as_float(ab, xp, "ab")
     u1, n = _check_ab(ab, "ab")
     _finite(xp, check_finite, (ab, "ab"))
-    fac = _api.cholesky(_as_blocks(ab), lower=lower, overwrite=overwrite_ab and lower,
-                        check_finite=False)
+    fac = _api._cholesky(_as_blocks(ab), lower=lower, overwrite=overwrite_ab and lower,
+                         check_finite=False, check=True, backend="auto", name="ab")
     c = fac.factor.reshape(ab.shape)
     if not lower:
         for d in range(1, u1):  # unused upper-left cells, as LAPACK leaves them
@@ -159,7 +159,8 @@ def cho_solve_banded(cb_and_lower, b, overwrite_b=False, check_finite=True):
         check_finite=False, backend="auto", name="cb",
     )
     fac = _api.BandedCholesky(mats, dtype, None, lower)
-    x = fac._solve(blocks, overwrite_b=overwrite_b, check_finite=False, matrix_form=matrix_form)
+    x = fac._solve(blocks, overwrite_b=overwrite_b, check_finite=False, matrix_form=matrix_form,
+                   matrix_name="cb")
     return unshape(x)
 
 

@@ -70,6 +70,11 @@ def raise_for_info(info, batch_shape, k, check_finite, name="bands"):
     bad = np.flatnonzero(info)
     if bad.size == 0:
         return
+    # Non-finite input is the caller's mistake and is reported first, whatever
+    # the position of the items that are not positive definite.
+    nonfinite = bad[info[bad] < 0]
+    if nonfinite.size:
+        bad = nonfinite
     item = int(bad[0])
     code = int(info[item])
     index = np.unravel_index(item, batch_shape) if batch_shape else ()
