@@ -3,6 +3,8 @@
 See :mod:`smnn._assembly` for the rows, the normal equations and the adjoint.
 """
 
+import contextlib
+
 import numpy as np
 
 import bandsolve
@@ -14,6 +16,26 @@ from . import _plan as P
 __all__ = ["ode_forward", "ode_vjp", "ode_system", "ODESolver"]
 
 _DATA = ("coefficients", "rhs_equation", "init_vars", "steps")
+
+
+@contextlib.contextmanager
+def _explain_not_positive_definite(plan):
+    """Re-raise bandsolve's LinAlgError in terms of steps, dimensions and orders."""
+    try:
+        yield
+    except bandsolve.LinAlgError as exc:
+        if exc.order is None:
+            raise
+        t, row = divmod(exc.order - 1, plan.k)
+        d, o = divmod(row, plan.O)
+        where = f"batch index {exc.batch_index}, " if exc.batch_index else ""
+        raise bandsolve.LinAlgError(
+            "the S-MNN normal matrix M = A^T W^2 A is not positive definite "
+            f"({where}step t = {t}, dimension d = {d}, order o = {o}): the weighted "
+            "equation, initial-value and smoothness rows do not determine u there "
+            "(too few rows, linearly dependent coefficients or zero weights)",
+            batch_index=exc.batch_index, order=exc.order,
+        ) from exc
 
 
 def _sum_to_shape(a, shape):
@@ -224,8 +246,9 @@ def ode_forward(coefficients, rhs_equation, init_vars, steps, *, n_steps=None,
     batch = P.check_rhs(plan, rhs, init)
     bands = _assembly.assemble_bands(plan)
     b = _assembly.assemble_rhs(plan, rhs, init, batch, plan.dtype)
-    x = bandsolve.solve(bands, b, overwrite_bands=True, overwrite_b=True, check_finite=False,
-                        backend=plan.backend)
+    with _explain_not_positive_definite(plan):
+        x = bandsolve.solve(bands, b, overwrite_bands=True, overwrite_b=True,
+                            check_finite=False, backend=plan.backend)
     u = x.reshape(batch + (plan.T, plan.D, plan.O))
     return _to_step_first(plan.xp, u, 3, is_step_dim_first)
 
@@ -349,8 +372,9 @@ class ODESolver:
         self._plan = plan
         self._step_first = bool(is_step_dim_first)
         bands = _assembly.assemble_bands(plan)
-        self.factor = bandsolve.cholesky(bands, overwrite=True, check_finite=False,
-                                         backend=plan.backend)
+        with _explain_not_positive_definite(plan):
+            self.factor = bandsolve.cholesky(bands, overwrite=True, check_finite=False,
+                                             backend=plan.backend)
 
     # -- description
     @property

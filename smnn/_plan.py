@@ -40,7 +40,7 @@ def check_rank(a, name):
     if a.ndim < len(core):
         raise ValueError(
             f"{name} must have shape {_shape_text(core)} (at least {len(core)} "
-            f"dimensions); got shape {tuple(a.shape)}"
+            f"dimension{'s' if len(core) > 1 else ''}); got shape {tuple(a.shape)}"
         )
 
 
