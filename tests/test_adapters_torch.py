@@ -7,7 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import bandsolve  # noqa: E402
+import smnn  # noqa: E402
 from adapters import torch as ta  # noqa: E402
+from adapters_dense_reference import ODE_CASES, dense_ode_case, ode_case  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 try:  # CuPy is the array library behind CUDA tensors
@@ -20,6 +22,9 @@ except ImportError:
 # Round-off bounds: float64 results agree to ~1e-12 relative here (cond(M) < 1e2,
 # n <= 40), float32 to a few hundred eps.
 RTOL = {torch.float64: 1e-10, torch.float32: 2e-4}
+# The S-MNN test systems have cond(M) < 1e5: dense and banded float64 solutions
+# agree to ~cond * eps64 = 2e-11, float32 ones to ~cond * eps32 = 6e-3.
+ODE_RTOL = {torch.float64: 1e-9, torch.float32: 6e-3}
 
 
 # ---------------------------------------------------------------------------
@@ -72,8 +77,8 @@ def symmetrise_diagonal(bands):
     return torch.cat([(diag + diag.mT) / 2, bands[..., 1:, :, :, :]], dim=-4)
 
 
-def assert_close(actual, expected, dtype, what):
-    rtol = RTOL[dtype]
+def assert_close(actual, expected, dtype, what, rtol=None):
+    rtol = RTOL[dtype] if rtol is None else rtol
     scale = max(float(expected.abs().max()), 1e-300)
     err = float((actual - expected).abs().max()) / scale
     assert err <= rtol, f"{what}: max error {err:.2e} relative to max |value| > {rtol:.0e}"
@@ -263,19 +268,189 @@ def test_solve_cuda_matches_cpu():
     torch.testing.assert_close(b_d.grad.cpu(), b.grad, rtol=1e-10, atol=1e-14)
 
 
-def test_solve_torch_compile_fullgraph_forward_backward():
+# ---------------------------------------------------------------------------
+# ode_forward
+
+ODE_NAMES = ("coefficients", "rhs_equation", "init_vars", "steps")
+
+
+def _ode_problem(name, dtype, seed=0):
+    """A named problem as tensors; array weights become tensors."""
+    data, kwargs, sizes = ode_case(name, np.random.default_rng(seed))
+    data = tuple(torch.tensor(a, dtype=dtype) for a in data)
+    kwargs = {key: torch.tensor(value, dtype=dtype) if isinstance(value, np.ndarray) else value
+              for key, value in kwargs.items()}
+    return data, kwargs, sizes
+
+
+def _numpy_kwargs(kwargs):
+    return {key: value.numpy() if isinstance(value, torch.Tensor) else value
+            for key, value in kwargs.items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", ODE_CASES)
+def test_ode_matches_array_level_and_dense(case, dtype):
+    data, kwargs, sizes = _ode_problem(case, dtype)
+    leaves = tuple(a.clone().requires_grad_() for a in data)
+    u = ta.ode_forward(*leaves, **kwargs)
+    g = torch.tensor(np.random.default_rng(1).standard_normal(tuple(u.shape)), dtype=dtype)
+    grads = torch.autograd.grad(u, leaves, g)
+
+    # the array-level function and its vjp: the same computation
+    u_np, vjp = smnn.ode_vjp(*(a.numpy() for a in data), **_numpy_kwargs(kwargs))
+    assert u.dtype == dtype and u.shape == u_np.shape
+    np.testing.assert_array_equal(u.detach().numpy(),
+                                  smnn.ode_forward(*(a.numpy() for a in data),
+                                                   **_numpy_kwargs(kwargs)))
+    for name, grad, expected in zip(ODE_NAMES, grads, vjp(g.numpy())):
+        assert grad.shape == expected.shape and grad.dtype == dtype, name
+        np.testing.assert_array_equal(grad.numpy(), expected, err_msg=name)
+
+    # dense PyTorch autograd reference, in float64, steps included
+    data64 = tuple(a.double().requires_grad_() for a in data)
+    kwargs64 = {key: value.double() if isinstance(value, torch.Tensor) else value
+                for key, value in kwargs.items()}
+    u_ref = dense_ode_case(torch, data64, kwargs64, sizes)
+    refs = torch.autograd.grad(u_ref, data64, g.double())
+    rtol = ODE_RTOL[dtype]
+    assert_close(u.detach().double(), u_ref.detach(), dtype, "u", rtol)
+    for name, grad, ref in zip(ODE_NAMES, grads, refs):
+        assert_close(grad.double(), ref, dtype, f"d_{name}", rtol)
+
+
+def test_ode_grad_for_a_subset_of_inputs():
+    data, kwargs, _ = _ode_problem("batch", torch.float64)
+    coefficients, rhs_equation, init_vars, steps = data
+    steps.requires_grad_()
+    init_vars.requires_grad_()
+    u = ta.ode_forward(coefficients, rhs_equation, init_vars, steps)
+    u.sum().backward()
+    assert coefficients.grad is None and rhs_equation.grad is None
+    _, vjp = smnn.ode_vjp(*(a.detach().numpy() for a in data))
+    _, _, d_init, d_steps = vjp(np.ones(tuple(u.shape)))
+    np.testing.assert_array_equal(init_vars.grad.numpy(), d_init)
+    np.testing.assert_array_equal(steps.grad.numpy(), d_steps)
+
+
+def test_ode_gradcheck():
+    data, kwargs, _ = _ode_problem("central", torch.float64)
+    data = tuple(a.requires_grad_() for a in data)
+    assert torch.autograd.gradcheck(lambda *data: ta.ode_forward(*data, **kwargs), data)
+
+
+def test_ode_opcheck():
+    data, kwargs, _ = _ode_problem("broadcast", torch.float64)
+    weights = (kwargs["weight_equation"], torch.tensor(2.0, dtype=torch.float64),
+               torch.tensor(0.7, dtype=torch.float64))
+    options = (5, None, False, False, "auto", True)
+    for requires_grad in (False, True):
+        args = tuple(a.clone().requires_grad_(requires_grad) for a in data) + weights + options
+        torch.library.opcheck(ta._ode_op, args)
+    g = torch.ones(3, 5, 2, 3, dtype=torch.float64)
+    torch.library.opcheck(ta._ode_vjp_op, (g,) + data + weights + options[:-1])
+
+
+def test_ode_weights_are_constants():
+    data, _, _ = _ode_problem("batch", torch.float64)
+    weight = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=r"weight_smooth requires grad.*weight_smooth.detach\(\)"):
+        ta.ode_forward(*data, weight_smooth=weight)
+    u = ta.ode_forward(*data, weight_smooth=weight.detach())
+    expected = smnn.ode_forward(*(a.numpy() for a in data), weight_smooth=2.0)
+    np.testing.assert_array_equal(u.numpy(), expected)
+
+
+def test_ode_errors_name_the_argument():
+    data, _, _ = _ode_problem("batch", torch.float64)
+    coefficients, rhs_equation, init_vars, steps = data
+    with pytest.raises(TypeError, match="steps must be a float32 or float64 tensor"):
+        ta.ode_forward(coefficients, rhs_equation, init_vars, steps.int())
+    with pytest.raises(ValueError, match="the sizes along the step dimension T do not agree"):
+        ta.ode_forward(coefficients, rhs_equation[:, :4], init_vars, steps)
+    with pytest.raises(ValueError, match=r"init_vars must have shape \(\.\.\., Ti, D, Oi\) \(at least 3 dimensions\); got shape \(2, 1\)"):
+        ta.ode_forward(coefficients, rhs_equation, init_vars[0, 0], steps)
+    with pytest.raises(ValueError, match="steps must be positive and finite"):
+        ta.ode_forward(coefficients, rhs_equation, init_vars, -steps)
+
+
+def test_ode_fake_kernel_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        coef = torch.empty(1, 2, 2, 3)                 # constant in time, no batch
+        rhs = torch.empty(4, 1, 7, 2, dtype=torch.float64)
+        init = torch.empty(1, 2, 1)
+        steps = torch.empty(1)                         # one shared step size
+        w_eq = torch.empty(3, 7, 2)                    # per-row weights with a batch
+        u = ta.ode_forward(coef, rhs, init, steps, n_steps=7, weight_equation=w_eq)
+        u_first = ta.ode_forward(coef, rhs.movedim(-2, 0), init, steps, n_steps=7,
+                                 is_step_dim_first=True)
+        with pytest.raises(ValueError, match=r"init_vars must have shape \(\.\.\., Ti, D, Oi\)"):
+            ta.ode_forward(coef, rhs, init[0], steps)
+    assert u.shape == (4, 3, 7, 2, 3) and u.dtype == torch.float64
+    assert u_first.shape == (7, 4, 1, 2, 3)
+    real = smnn.ode_forward(np.zeros((1, 2, 2, 3)), np.zeros((4, 1, 7, 2)), np.ones((1, 2, 1)),
+                            np.ones(1), n_steps=7, weight_equation=np.ones((3, 7, 2)))
+    assert real.shape == tuple(u.shape)
+
+
+def test_smnn_layer():
+    data, _, _ = _ode_problem("batch", torch.float64)
+    w_smooth = torch.full((4, 2, 3), 0.5, dtype=torch.float64)
+    layer = ta.SMNNLayer(n_steps=5, n_dims=2, n_orders=3, weight_smooth=w_smooth,
+                         weight_equation=3.0)
+    assert layer.coefficients_shape == tuple(data[0].shape[1:])
+    assert layer.rhs_equation_shape == tuple(data[1].shape[1:])
+    assert layer.init_vars_shape == tuple(data[2].shape[1:])
+    assert layer.steps_shape == tuple(data[3].shape[1:])
+    assert "weight_smooth" in layer.state_dict()
+    coefficients = data[0].clone().requires_grad_()
+    u = layer(coefficients, *data[1:])
+    expected = smnn.ode_forward(*(a.numpy() for a in data), weight_smooth=w_smooth.numpy(),
+                                weight_equation=3.0)
+    np.testing.assert_array_equal(u.detach().numpy(), expected)
+    u.sum().backward()
+    assert coefficients.grad.shape == coefficients.shape
+    with pytest.raises(ValueError, match="n_orders must be at least 3; got 2"):
+        ta.SMNNLayer(5, 2, 2, enable_central_smoothness=True)
+
+
+@pytest.mark.skipif(not (CUDA and HAVE_CUPY), reason="needs a CUDA GPU, CuPy and the bandsolve CUDA backend")
+def test_ode_cuda_matches_cpu():
+    data, kwargs, _ = _ode_problem("broadcast", torch.float64)
+    results = []
+    for device in ("cpu", "cuda"):
+        leaves = tuple(a.to(device).requires_grad_() for a in data)
+        kw = {key: value.to(device) if isinstance(value, torch.Tensor) else value
+              for key, value in kwargs.items()}
+        u = ta.ode_forward(*leaves, **kw)
+        assert u.device.type == device
+        u.square().sum().backward()
+        results.append([u.detach().cpu()] + [a.grad.cpu() for a in leaves])
+    for cpu, cuda in zip(*results):
+        torch.testing.assert_close(cuda, cpu, rtol=1e-9, atol=1e-13)
+
+
+# ---------------------------------------------------------------------------
+# torch.compile (slow: one small graph with both operators)
+
+
+def test_torch_compile_fullgraph_forward_backward():
     rng = np.random.default_rng(8)
     bands, b = _solve_problem(rng, (2,), (), 1, 4, 2, None, torch.float64)
+    data, _, _ = _ode_problem("batch", torch.float64)
+    inputs = (bands, b) + data
 
-    @torch.compile(fullgraph=True)
-    def loss(bands, b):
-        return (ta.solve(bands, b) ** 2).sum()
+    def loss(bands, b, *data):
+        return (ta.solve(bands, b) ** 2).sum() + (ta.ode_forward(*data, weight_smooth=0.5) ** 2).sum()
 
-    def grads(fn):
-        leaves = (bands.clone().requires_grad_(), b.clone().requires_grad_())
+    def value_and_grads(fn):
+        leaves = tuple(a.clone().requires_grad_() for a in inputs)
         value = fn(*leaves)
         value.backward()
-        return value.detach(), leaves[0].grad, leaves[1].grad
+        return (value.detach(),) + tuple(a.grad for a in leaves)
 
-    for compiled, eager in zip(grads(loss), grads(lambda bands, b: (ta.solve(bands, b) ** 2).sum())):
-        torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=0)
+    compiled = value_and_grads(torch.compile(loss, fullgraph=True))
+    for c, e in zip(compiled, value_and_grads(loss)):
+        torch.testing.assert_close(c, e, rtol=1e-12, atol=0)
