@@ -1,0 +1,309 @@
+"""JAX bindings: ``solve`` and ``ode_forward`` as ``jax.custom_vjp`` functions.
+
+They work under ``jax.jit``, ``jax.grad`` and ``jax.vmap``, in float32 and (with
+``jax_enable_x64``) float64. The array-level functions run in a callback:
+
+- CPU: ``jax.pure_callback``; the callback sees the input buffers as NumPy
+  arrays without copies (``np.asarray`` of a CPU ``jax.Array``), and JAX copies
+  the returned NumPy result into its output buffer.
+- CUDA: ``jax.experimental.buffer_callback`` on the device buffers; CuPy views
+  them through ``__cuda_array_interface__`` (no copy) and works on XLA's
+  stream (``cupy.cuda.ExternalStream(ctx.stream)``); the result is written
+  into JAX's output buffer on that stream. The branch is chosen when the
+  computation is lowered (``jax.lax.platform_dependent``). JAX versions
+  without ``buffer_callback`` use ``pure_callback`` everywhere (a host round
+  trip on GPU).
+
+Batching. Under ``vmap`` the forward callback is called once with the whole
+batch (``vmap_method="expand_dims"``: unbatched inputs get a leading axis of
+size 1 and broadcast inside the batched kernels, so a matrix shared by the
+batch is factored once). The backward callback uses
+``vmap_method="broadcast_all"``: JAX needs one cotangent per batch item for
+every input, also for an input shared by the batch (it sums them itself), and
+the array-level vjp sums over broadcast dimensions, so shared inputs are
+tiled to the batch there. The callbacks line up the vmapped axes with the
+array-level batch dimensions (an input with fewer batch dimensions than
+another gets size-1 axes), so vmap composes with the functions' own
+broadcasting.
+
+Residuals. A callback returns arrays only, so the factorisation built in the
+forward cannot reach the backward callback; the backward keeps the inputs as
+residuals and calls the array-level ``*_vjp`` on them, which re-factors
+(about the cost of the forward) before applying the adjoint.
+
+Errors found at trace time (dtypes, shapes) raise TypeError / ValueError
+naming the argument. Errors found by the array-level function while it runs
+(a matrix that is not positive definite, inf/NaN with ``check_finite=True``)
+are raised inside the callback and surface, eagerly and under ``jit``, as
+``jax.errors.JaxRuntimeError`` carrying the array-level message.
+"""
+
+import dataclasses
+import functools
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bandsolve
+
+from . import _shapes
+
+try:  # JAX >= 0.6
+    from jax.experimental.buffer_callback import buffer_callback as _buffer_callback
+except ImportError:  # pragma: no cover - depends on the installed JAX
+    _buffer_callback = None
+
+__all__ = ["solve"]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ---------------------------------------------------------------------------
+# callback machinery
+
+
+@dataclasses.dataclass(frozen=True)
+class _Operand:
+    """Unbatched layout of a callback input or output.
+
+    ``shape`` = batch dims + ``core`` trailing dims; with ``step_first`` the
+    time axis comes first, before the batch dims (not counted in ``core``).
+    """
+
+    shape: tuple
+    core: int
+    step_first: bool = False
+
+    @property
+    def batch_rank(self):
+        return len(self.shape) - self.core - int(self.step_first)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """What a callback computes: ``kernel(options, *inputs) -> outputs``.
+
+    Frozen, so equal specs compare equal and JAX reuses its compiled
+    dispatch of an identical callback in eager mode.
+    """
+
+    kernel: object
+    options: object
+    inputs: tuple
+    outputs: tuple
+    out_dtypes: tuple
+
+    @property
+    def batch_rank(self):
+        return max(op.batch_rank for op in self.inputs + self.outputs)
+
+    def run(self, arrays):
+        """Call the kernel on arrays that may carry leading vmapped axes."""
+        n_extra = arrays[0].ndim - len(self.inputs[0].shape)
+        rank = self.batch_rank
+        standard = [_to_standard(a, n_extra, op, rank) for a, op in zip(arrays, self.inputs)]
+        results = self.kernel(self.options, *standard)
+        return [_from_standard(r, n_extra, op) for r, op in zip(results, self.outputs)]
+
+
+def _to_standard(array, n_extra, op, rank):
+    """View: time axis after the batch dims, batch padded to ``rank`` dims."""
+    if op.step_first:
+        order = list(range(array.ndim))
+        time_axis = order.pop(n_extra)
+        order.insert(n_extra + op.batch_rank, time_axis)
+        array = array.transpose(order)
+    shape = array.shape
+    return array.reshape(shape[:n_extra] + (1,) * (rank - op.batch_rank) + shape[n_extra:])
+
+
+def _from_standard(array, n_extra, op):
+    """Inverse of :func:`_to_standard` for a result laid out like ``op``."""
+    core = len(op.shape) - op.batch_rank - int(op.step_first)
+    batch_and_core = array.shape[array.ndim - core - int(op.step_first) - op.batch_rank:]
+    array = array.reshape(array.shape[:n_extra] + batch_and_core)
+    if op.step_first:
+        order = list(range(array.ndim))
+        time_axis = order.pop(n_extra + op.batch_rank)
+        order.insert(n_extra, time_axis)
+        array = array.transpose(order)
+    return array
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostCallback:
+    """``pure_callback`` body: NumPy views in, NumPy results out."""
+
+    spec: _Spec
+
+    def __call__(self, *arrays):
+        results = self.spec.run([np.asarray(a) for a in arrays])
+        return tuple(np.asarray(r, dtype=dt) for r, dt in zip(results, self.spec.out_dtypes))
+
+
+@dataclasses.dataclass(frozen=True)
+class _DeviceCallback:
+    """``buffer_callback`` body: CuPy views of XLA's device buffers, XLA's stream."""
+
+    spec: _Spec
+
+    def __call__(self, ctx, outs, *buffers):
+        cupy = _cupy()
+        pointer = buffers[0].__cuda_array_interface__["data"][0]
+        device = cupy.cuda.runtime.pointerGetAttributes(pointer).device if pointer else None
+        with cupy.cuda.Device(device), cupy.cuda.ExternalStream(int(ctx.stream)):
+            results = self.spec.run([cupy.asarray(buf) for buf in buffers])
+            for out, result in zip(outs, results):
+                cupy.asarray(out)[...] = result
+
+
+def _cupy():
+    try:
+        return importlib.import_module("cupy")
+    except ImportError as exc:  # pragma: no cover - needs a GPU machine without CuPy
+        raise ImportError(
+            "JAX on CUDA needs CuPy: install the 'cuda' extra (pip install 'bandsolve[cuda]')"
+        ) from exc
+
+
+def _call(spec, args, vmap_method):
+    """Run ``spec`` on ``args`` in a host or device callback; tuple of results."""
+    out_types = tuple(
+        jax.ShapeDtypeStruct(op.shape, dtype) for op, dtype in zip(spec.outputs, spec.out_dtypes)
+    )
+
+    def host(*args):
+        return jax.pure_callback(_HostCallback(spec), out_types, *args, vmap_method=vmap_method)
+
+    if _buffer_callback is None:  # pragma: no cover - depends on the installed JAX
+        return host(*args)
+
+    def device(*args):
+        return _buffer_callback(_DeviceCallback(spec), out_types, vmap_method=vmap_method)(*args)
+
+    return jax.lax.platform_dependent(*args, cuda=device, default=host)
+
+
+def _as_float_arrays(**named):
+    """jnp arrays; TypeError naming the argument unless float32/float64."""
+    out = []
+    for name, value in named.items():
+        array = jnp.asarray(value)
+        if array.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be a float32 or float64 array; got dtype {array.dtype}")
+        out.append(array)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# bandsolve.solve
+
+
+@dataclasses.dataclass(frozen=True)
+class _SolveOptions:
+    lower: bool
+    check_finite: bool
+    check: bool
+    backend: str
+
+
+def _solve_kernel(options, bands, b):
+    x = bandsolve.solve(bands, b, lower=options.lower, check_finite=options.check_finite,
+                        check=options.check, backend=options.backend)
+    return (x,)
+
+
+def _solve_vjp_kernel(options, bands, b, g):
+    # The forward already checked the inputs for inf/NaN.
+    _, vjp = bandsolve.solve_vjp(bands, b, lower=options.lower, check_finite=False,
+                                 check=options.check, backend=options.backend)
+    return vjp(g)
+
+
+def _solve_operands(bands, b):
+    x_shape, core = _shapes.solve_shapes(bands.shape, b.shape)
+    return _Operand(tuple(bands.shape), 4), _Operand(tuple(b.shape), core), _Operand(x_shape, core)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _solve(bands, b, options):
+    bands_op, b_op, x_op = _solve_operands(bands, b)
+    spec = _Spec(_solve_kernel, options, (bands_op, b_op), (x_op,),
+                 (jnp.result_type(bands.dtype, b.dtype),))
+    (x,) = _call(spec, (bands, b), "expand_dims")
+    return x
+
+
+def _solve_fwd(bands, b, options):
+    return _solve(bands, b, options), (bands, b)
+
+
+def _solve_bwd(options, residuals, g):
+    bands, b = residuals
+    bands_op, b_op, x_op = _solve_operands(bands, b)
+    spec = _Spec(_solve_vjp_kernel, options, (bands_op, b_op, x_op), (bands_op, b_op),
+                 (bands.dtype, b.dtype))
+    return tuple(_call(spec, (bands, b, g), "broadcast_all"))
+
+
+_solve.defvjp(_solve_fwd, _solve_bwd)
+
+
+def solve(bands, b, *, lower=True, check_finite=True, check=True, backend="auto"):
+    """Solve M x = b for a batch of SPD block-banded matrices, differentiably.
+
+    :func:`bandsolve.solve` as a ``jax.custom_vjp`` function; gradients
+    with respect to ``bands`` and ``b`` come from :func:`bandsolve.solve_vjp`.
+
+    Parameters
+    ----------
+    bands : array_like, shape (..., w+1, T, k, k)
+        Lower block band ``bands[..., d, t] = M[t+d, t]`` (upper form with
+        ``lower=False``), float32 or float64.
+    b : array_like, shape (..., T, k) or (..., T, k, nrhs)
+        Right-hand sides; batch dimensions broadcast.
+    lower, check_finite, check, backend
+        As in :func:`bandsolve.solve` (static: not traced). The
+        ``overwrite_*`` options are not offered: JAX arrays are immutable.
+
+    Returns
+    -------
+    x : jax.Array
+        Shape of ``b`` broadcast against the batch of ``bands``, dtype the
+        promotion of the inputs'.
+
+    Raises
+    ------
+    TypeError
+        Inputs that are not float32/float64.
+    ValueError
+        Shapes that do not fit (at trace time).
+
+    Notes
+    -----
+    The gradient of ``bands`` is taken with respect to the symmetric matrix
+    each stored block stands for (a diagonal block's gradient is symmetric
+    although only its lower triangle is read), as in
+    :func:`bandsolve.solve_vjp`. See the module notes for batching and for
+    why the backward re-factors.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from adapters.jax import solve
+    >>> bands = jnp.zeros((2, 4, 1, 1)).at[0].set(2.0).at[1].set(-1.0)
+    >>> b = jnp.ones((4, 1))
+    >>> solve(bands, b).ravel().round(4)
+    Array([2., 3., 3., 2.], dtype=float32)
+    >>> d_bands = jax.jit(jax.grad(lambda bands: solve(bands, b).sum()))(bands)
+    >>> d_bands[0].ravel().round(4)  # -b_bar_t x_t with b_bar = M^{-1} 1 = x
+    Array([-4., -9., -9., -4.], dtype=float32)
+    >>> jax.vmap(solve, in_axes=(None, 0))(bands, jnp.stack([b, 2 * b])).shape
+    (2, 4, 1)
+    """
+    bands, b = _as_float_arrays(bands=bands, b=b)
+    _shapes.solve_shapes(bands.shape, b.shape)  # shape errors at trace time, named
+    return _solve(bands, b, _SolveOptions(bool(lower), bool(check_finite), bool(check),
+                                          str(backend)))
