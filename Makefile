@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/compare.py
 
 asv: $(STAMP)
-	cd benchmarks && ../$(BIN)/asv run --python=same --quick --show-stderr
+	cd benchmarks && ../$(BIN)/asv machine --yes >/dev/null && ../$(BIN)/asv run --python=same --quick --show-stderr
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

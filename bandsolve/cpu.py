@@ -28,8 +28,32 @@ __all__ = ["factor", "solve", "factor_solve", "band_cotangent", "logdet"]
 name = "cpu"
 
 
-def _threads():
-    return numba.get_num_threads()
+def _threads_for(n_chunks):
+    return max(1, min(numba.get_num_threads(), n_chunks))
+
+
+def _serial_if_one(threads, kernel, *args):
+    """Call ``kernel(*args)``; with one thread of work, on the calling thread alone.
+
+    A parallel region wakes every worker even when only one has work, which
+    dominates small problems (and is far worse on a loaded machine).
+    ``set_num_threads`` is thread-local in Numba, so this is safe under
+    concurrent calls.
+    """
+    if threads > 1:
+        return kernel(*args)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _run(kernel, n_items, *args):
+    """Call a SIMD kernel (chunks of LANES items) with one thread per chunk at most."""
+    threads = _threads_for(-(-n_items // _kernels_simd.LANES))
+    return _serial_if_one(threads, kernel, *args, threads)
 
 
 def _classify_failures(bands, info, check_finite):
@@ -46,22 +70,22 @@ def factor(bands, L, check_finite):
         # in place: the input is gone afterwards, so look for inf/NaN first
         pre = np.zeros_like(info)
         _kernels_simd.scan_nonfinite(bands, pre, np.zeros(info.shape[0], dtype=np.bool_))
-        _kernels_simd.factor(bands, L, info, _threads())
+        _run(_kernels_simd.factor, bands.shape[0], bands, L, info)
         return np.where(pre < 0, pre, info)
-    _kernels_simd.factor(bands, L, info, _threads())
+    _run(_kernels_simd.factor, bands.shape[0], bands, L, info)
     _classify_failures(bands, info, check_finite)
     return info
 
 
 def solve(L, x, index):
     if x.shape[0]:
-        _kernels_simd.solve(L, x, index, _threads())
+        _run(_kernels_simd.solve, x.shape[0], L, x, index)
 
 
 def factor_solve(bands, x, index, check_finite, overwrite):
     info = np.zeros(bands.shape[0], dtype=np.int64)
     if bands.shape[0]:
-        _kernels_simd.factor_solve(bands, x, info, _threads())
+        _run(_kernels_simd.factor_solve, bands.shape[0], bands, x, info)
         _classify_failures(bands, info, check_finite)
     return info
 
@@ -80,12 +104,13 @@ def band_cotangent(bbar, x, index, n_matrices, n_diag):
     out = np.zeros((n_matrices, n_diag, T, k, k), dtype=x.dtype)
     if n_matrices and x.shape[0]:
         start, items = group_by_matrix(index, n_matrices)
-        _kernels.band_cotangent(out, bbar, x, start, items)
+        _serial_if_one(_threads_for(n_matrices), _kernels.band_cotangent, out, bbar, x,
+                       start, items)
     return out
 
 
 def logdet(L):
     out = np.empty(L.shape[0], dtype=L.dtype)
     if L.shape[0]:
-        _kernels.logdet(L, out)
+        _serial_if_one(_threads_for(L.shape[0]), _kernels.logdet, L, out)
     return out

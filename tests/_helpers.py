@@ -10,8 +10,8 @@ form stores ``bands[..., w-d, s] = M[s-d, s]``.
 Error bounds used by the tests (u = unit roundoff of the working dtype,
 n = T k, p = (w+1) k the longest inner product of the banded algorithm):
 
-* Residual ratio, LAPACK's yardstick (xPOT02 with an extra 1/n):
-  ``||M x - b||_1 / (||M||_1 ||x||_1 n u) < 30``.
+* Residual ratio, LAPACK's yardstick (xPOT02 with an extra 1/n, DESIGN.md
+  section 6): ``||M x - b||_1 / (||M||_1 ||x||_1 n eps) < 30``, eps = 2 u.
 * Forward error of a backward-stable banded Cholesky solve. Higham (ASNA,
   Thm 10.4 with inner products of length at most p) gives
   ``(M + dM) x_hat = b`` with ``|dM| <= gamma_{3p+1} |L| |L^T|``; for a
@@ -33,6 +33,7 @@ __all__ = [
     "random_rhs",
     "dense_from_bands",
     "lower_to_upper",
+    "upper_to_lower",
     "scalar_band",
     "residual_ratio",
     "relative_error",
@@ -300,7 +301,7 @@ def batch_items(full_shape, *batch_shapes):
         yield index, tuple(int(m[index]) for m in maps)
 
 
-def dense_band_gradient(dense, x, bbar, T, k, n_diag, lower=True):
+def dense_band_gradient(x, bbar, T, k, n_diag, lower=True):
     """Band cotangent of ``loss = g . M^{-1} b`` from the dense gradient.
 
     With x = M^{-1} b and bbar = M^{-1} g, the gradient with respect to the
@@ -312,9 +313,8 @@ def dense_band_gradient(dense, x, bbar, T, k, n_diag, lower=True):
 
     Parameters
     ----------
-    dense : ndarray (n, n)
-        Unused except for its size (kept for symmetry with other helpers).
     x, bbar : ndarray (n, nrhs)
+        Solution and adjoint solution ``M^{-1} g`` of one system.
     T, k, n_diag : int
     lower : bool
 
