@@ -5,6 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= test,torch,jax,bench,examples
 STAMP  := $(VENV)/.installed
+# `make demo` installs only the extras it needs (a no-op after a full install).
+DEMO_EXTRAS := torch,examples
+DEMO_STAMP  := $(VENV)/.installed-demo
 
 .PHONY: venv demo test test-cpu test-cudasim bench asv clean
 
@@ -16,8 +19,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/python examples/solve_banded.py
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(DEMO_EXTRAS)]"
+	touch $(DEMO_STAMP)
+
+# Lorenz governing-equation discovery with the S-MNN layer (examples/README.md).
+demo: $(DEMO_STAMP)
+	$(BIN)/python examples/lorenz_discovery.py
 
 # The CUDA simulator is chosen when numba.cuda is first imported, so the
 # simulator tests run in their own pytest process.
