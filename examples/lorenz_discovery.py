@@ -428,51 +428,60 @@ def plot_trajectories(true, learned, dt, path):
 
 
 def parse_args(argv=None):
+    """Command-line options -> (argparse namespace, Config)."""
     defaults = Config()
     parser = argparse.ArgumentParser(
         description="Discover the Lorenz equations with an S-MNN layer (PyTorch) and "
-                    "SINDy-style sequential thresholding.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "SINDy-style sequential thresholding. Prints the discovered equations, "
+                    "the error of each true coefficient and the number of spurious terms; "
+                    "writes PNG plots.")
     parser.add_argument("--quick", action="store_true",
                         help="tiny data and few steps (a smoke test, not accurate)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="where the tensors live; cuda needs CuPy (the 'cuda' extra)")
+                        help="where the tensors live; cuda needs CuPy (the 'cuda' extra) "
+                             "(default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for Numba and PyTorch; the per-step systems "
-                             "are small, so 1 is fastest on a shared machine")
+                        help="CPU threads for Numba and PyTorch; the per-step systems are "
+                             "small, so 1 is fastest on a shared machine (default: %(default)s)")
     parser.add_argument("--out", type=pathlib.Path,
                         default=pathlib.Path(__file__).resolve().parent / "out",
-                        help="directory for the PNG plots")
+                        help="directory for the PNG plots (default: examples/out)")
     parser.add_argument("--no-plots", action="store_true", help="skip the plots")
     group = parser.add_argument_group("data")
     group.add_argument("--seed", type=int, default=defaults.seed,
-                       help="seed of the random initial state")
-    group.add_argument("--dt", type=float, default=defaults.dt, help="sampling interval")
+                       help="seed of the random initial state (default: %(default)s)")
+    group.add_argument("--dt", type=float, default=defaults.dt,
+                       help="sampling interval = S-MNN step (default: %(default)s)")
     group.add_argument("--duration", type=float, default=defaults.duration,
-                       help="length of the training trajectory (time units)")
+                       help="length of the training trajectory in time units "
+                            "(default: %(default)s)")
     group = parser.add_argument_group("S-MNN")
     group.add_argument("--window", type=int, default=defaults.window,
-                       help="samples per window (one S-MNN system each)")
+                       help="samples per window, one S-MNN system each (default: %(default)s)")
     group.add_argument("--orders", type=int, default=defaults.orders,
-                       help="orders O of u (derivatives 0..O-1)")
+                       help="orders O of u, derivatives 0..O-1 (default: %(default)s)")
     group.add_argument("--no-central", dest="central", action="store_false",
-                       help="no central smoothness rows (block tridiagonal M)")
+                       help="leave out the central smoothness rows (block tridiagonal M; "
+                            "they are on by default)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--steps", type=int, default=defaults.steps,
-                       help="Adam steps of the first fit (all 30 terms)")
+                       help="Adam steps of the first fit, all 30 terms (default: %(default)s)")
     group.add_argument("--refit-steps", type=int, default=defaults.refit_steps,
-                       help="Adam steps of each re-fit after thresholding")
+                       help="Adam steps of each re-fit after thresholding "
+                            "(default: %(default)s)")
     group.add_argument("--lr", type=float, default=defaults.learning_rate,
-                       help="peak learning rate of the first fit (cosine decay)")
+                       help="peak learning rate of the first fit, cosine decay "
+                            "(default: %(default)s)")
     group.add_argument("--refit-lr", type=float, default=defaults.refit_learning_rate,
-                       help="peak learning rate of the re-fits (warm-started)")
+                       help="peak learning rate of the warm-started re-fits "
+                            "(default: %(default)s)")
     group.add_argument("--threshold", type=float, default=defaults.threshold,
-                       help="drop terms with |coefficient| below this")
+                       help="drop terms with |coefficient| below this (default: %(default)s)")
     group.add_argument("--max-rounds", type=int, default=defaults.max_rounds,
-                       help="at most this many thresholding rounds")
+                       help="at most this many thresholding rounds (default: %(default)s)")
     group.add_argument("--no-whiten", dest="whiten", action="store_false",
-                       help="optimise in a merely rescaled (not orthonormalised) library "
-                            "basis, to see why the orthonormal basis matters")
+                       help="optimise in a merely rescaled, not orthonormalised, library "
+                            "basis (to see why the orthonormal basis matters)")
     args = parser.parse_args(argv)
     overrides = dict(seed=args.seed, dt=args.dt, duration=args.duration, window=args.window,
                      orders=args.orders, central=args.central, steps=args.steps,
