@@ -224,8 +224,8 @@ def ode_forward(coefficients, rhs_equation, init_vars, steps, *, n_steps=None,
     (1000, 1, 3)
     >>> t = 0.01 * np.arange(1000)
     >>> exact = 4.78 * np.exp(0.23 * t)
-    >>> bool(np.abs(u[:, 0, 0] - exact).max() / exact.max() < 2.0e-6)
-    True
+    >>> print(f"{np.abs(u[:, 0, 0] - exact).max() / exact.max():.1e}")  # the paper's 2.0e-6
+    2.0e-06
 
     A batch of systems sharing one set of steps:
 
