@@ -96,7 +96,7 @@ def _plan_for_data(coefficients, rhs_equation, init_vars, steps, *, n_steps, n_i
                                           ("rhs_equation", rhs.shape[-1])])
     D = _broadcast_size("D (dimensions)", [("coefficients", coef.shape[-2]),
                                            ("init_vars", init.shape[-2])])
-    dtype = np.result_type(coef, rhs, init, h)
+    dtype = np.result_type(coef.dtype, rhs.dtype, init.dtype, h.dtype)
     plan = P.make_plan(
         xp, coef, h, T=T, E=E, D=D, Ti=Ti, Oi=init.shape[-1], weights=weights,
         central=enable_central_smoothness, backend=backend, dtype=dtype,
@@ -224,8 +224,8 @@ def ode_forward(coefficients, rhs_equation, init_vars, steps, *, n_steps=None,
     (1000, 1, 3)
     >>> t = 0.01 * np.arange(1000)
     >>> exact = 4.78 * np.exp(0.23 * t)
-    >>> bool(np.abs(u[:, 0, 0] - exact).max() / exact.max() < 2.0e-6)
-    True
+    >>> print(f"{np.abs(u[:, 0, 0] - exact).max() / exact.max():.1e}")  # the paper's 2.0e-6
+    2.0e-06
 
     A batch of systems sharing one set of steps:
 
@@ -357,7 +357,7 @@ class ODESolver:
             Oi=P.as_count(n_init_var_orders, "n_init_var_orders", 0),
             weights=(weight_equation, weight_init_var, weight_smooth),
             central=enable_central_smoothness, backend=backend,
-            dtype=np.result_type(coef, h), is_step_dim_first=is_step_dim_first,
+            dtype=np.result_type(coef.dtype, h.dtype), is_step_dim_first=is_step_dim_first,
             check_finite=check_finite,
         )
         self._setup(plan, is_step_dim_first)
@@ -421,7 +421,7 @@ class ODESolver:
     def _solve_loaded(self, rhs, init):
         p = self._plan
         batch = P.check_rhs(p, rhs, init)
-        dtype = np.result_type(p.dtype, rhs, init)
+        dtype = np.result_type(p.dtype, rhs.dtype, init.dtype)
         b = _assembly.assemble_rhs(p, rhs, init, batch, dtype)
         x = self.factor.solve(b, overwrite_b=True, check_finite=False)
         return x.reshape(batch + (p.T, p.D, p.O)), batch, dtype

@@ -50,15 +50,21 @@ The step sizes enter the Taylor rows through ``s = +-h[t]`` and the central
 rows through ``s = h[t] + h[t+1]``; their gradient is the sum over rows of the
 row-entry gradients times ``d(entry)/ds`` times ``ds/dh``.
 
-This module works on any array module ``xp`` (NumPy or CuPy); loops run over
-the D dimensions and the O orders only, never over T or the batch.
+``assemble_bands_xp`` and ``gradients_xp`` work on any array module ``xp``
+(NumPy or CuPy); their loops run over the D dimensions and the O orders only,
+never over T or the batch. On the CPU, :func:`assemble_bands` and
+:func:`gradients` dispatch to the Numba kernels of ``smnn._cpu`` (same math,
+one pass over the band, parallel over the batch).
 """
 
 import math
 
 import numpy as np
 
-__all__ = ["assemble_bands", "assemble_rhs", "gradients"]
+from . import _cpu
+from ._plan import broadcast_rows
+
+__all__ = ["assemble_bands", "assemble_rhs", "gradients", "assemble_bands_xp", "gradients_xp"]
 
 
 def _flat(coef):
@@ -107,8 +113,66 @@ def _central_coefficients(xp, plan):
     return pw[..., O - 3], pw[..., O - 2], dpw[..., O - 3], dpw[..., O - 2]
 
 
+def _kernel_inputs(plan, batch, dtype):
+    """Flattened (array, index map) pairs of the M inputs for the CPU kernels."""
+    return (
+        _cpu.flat_batch(plan.coef, 4, batch, dtype),
+        _cpu.flat_batch(plan.steps, 1, batch, dtype),
+        _cpu.flat_batch(broadcast_rows(np, plan.w_eq2, (plan.T, plan.E)), 2, batch, dtype),
+        _cpu.flat_batch(plan.w_init2, 3, batch, dtype),
+        _cpu.flat_batch(plan.w_smooth2, 3, batch, dtype),
+    )
+
+
 def assemble_bands(plan):
     """Lower block band of M, shape batch + (w+1, T, k, k)."""
+    if plan.xp is not np:
+        return assemble_bands_xp(plan)
+    batch = plan.batch_shape
+    (coef, cidx), (steps, sidx), (weq, weidx), (wi, wiidx), (ws, wsidx) = _kernel_inputs(
+        plan, batch, plan.dtype)
+    n_items = math.prod(batch)
+    bands = np.empty((n_items, plan.bandwidth + 1, plan.T, plan.k, plan.k), dtype=plan.dtype)
+    if n_items:
+        F = _cpu.taylor_table(plan.O, plan.n_smooth_orders, plan.dtype)
+        _cpu.assemble_bands(coef, cidx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx, F,
+                            plan.central, bands)
+    return bands.reshape(batch + bands.shape[1:])
+
+
+def gradients(plan, rhs_equation, init_vars, u, bbar):
+    """Gradients of <g, u> for bbar = M^{-1} g (see :func:`gradients_xp`).
+
+    Returns (d_coef, d_rhs, d_init, d_steps) broadcast against the batch, with
+    the T dimension of coefficients, rhs_equation and init_vars as given.
+    """
+    if plan.xp is not np:
+        return gradients_xp(plan, rhs_equation, init_vars, u, bbar)
+    batch = tuple(u.shape[:-3])
+    (coef, cidx), (steps, sidx), (weq, weidx), (wi, wiidx), (ws, wsidx) = _kernel_inputs(
+        plan, batch, u.dtype)
+    rhs = np.broadcast_to(rhs_equation, rhs_equation.shape[:-1] + (plan.E,))
+    rhs, ridx = _cpu.flat_batch(rhs, 2, batch, u.dtype)
+    n_items = math.prod(batch)
+    T, E, D, O = plan.T, plan.E, plan.D, plan.O
+    Tc, Tr, Tii = plan.coef.shape[-4], rhs.shape[1], init_vars.shape[-3]
+    d_coef = np.zeros((n_items, Tc, E, D, O), dtype=u.dtype)
+    d_rhs = np.zeros((n_items, Tr, E), dtype=u.dtype)
+    d_init = np.zeros((n_items, Tii, D, plan.Oi), dtype=u.dtype)
+    d_steps = np.zeros((n_items, max(T - 1, 0)), dtype=u.dtype)
+    if n_items:
+        F = _cpu.taylor_table(O, plan.n_smooth_orders, u.dtype)
+        _cpu.gradients(coef, cidx, rhs, ridx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx,
+                       F, plan.central,
+                       np.ascontiguousarray(u.reshape((n_items, T, D, O))),
+                       np.ascontiguousarray(bbar.reshape((n_items, T, D, O))),
+                       d_coef, d_rhs, d_init, d_steps)
+    return (d_coef.reshape(batch + d_coef.shape[1:]), d_rhs.reshape(batch + d_rhs.shape[1:]),
+            d_init.reshape(batch + d_init.shape[1:]), d_steps.reshape(batch + d_steps.shape[1:]))
+
+
+def assemble_bands_xp(plan):
+    """Lower block band of M, shape batch + (w+1, T, k, k) (array-module version)."""
     xp, T, D, O, k = plan.xp, plan.T, plan.D, plan.O, plan.k
     n_diag = plan.bandwidth + 1
     bands = xp.zeros(plan.batch_shape + (n_diag, T, k, k), dtype=plan.dtype)
@@ -182,7 +246,7 @@ def _row_terms(rho, beta, bbar, u):
     return rho * bbar - beta * u
 
 
-def gradients(plan, rhs_equation, init_vars, u, bbar):
+def gradients_xp(plan, rhs_equation, init_vars, u, bbar):
     """Gradients of <g, u> for bbar = M^{-1} g, at full broadcast shapes.
 
     ``u`` and ``bbar`` are (..., T, D, O). Returns (d_coef (..., Tc, E, D, O),
