@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 import bandsolve  # noqa: E402
 import smnn  # noqa: E402
 from adapters import torch as ta  # noqa: E402
-from adapters_dense_reference import ODE_CASES, dense_ode_case, ode_case  # noqa: E402
+from adapters_dense_reference import ODE_CASES, dense_ode_case, dense_solve, ode_case  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 try:  # CuPy is the array library behind CUDA tensors
@@ -39,36 +39,6 @@ def spd_bands(rng, batch, w, T, k, dtype=torch.float64):
     # Gershgorin: off-diagonal block rows sum to at most 2 w k 0.3 * max|entry| ~ 2 w k
     bands[..., 0, :, :, :] = diag + (1.0 + 2.0 * w * k) * np.eye(k)
     return torch.tensor(bands, dtype=dtype)
-
-
-def dense_from_bands(bands):
-    """Dense symmetric M (..., T*k, T*k) from lower bands, differentiable.
-
-    Diagonal blocks enter as (B + B^T)/2, the symmetric-matrix convention of
-    bandsolve's adjoint, so autograd through this matches it exactly.
-    """
-    n_diag, T, k = bands.shape[-4], bands.shape[-3], bands.shape[-2]
-    batch = bands.shape[:-4]
-    M = bands.new_zeros(batch + (T, k, T, k))
-    for d in range(n_diag):
-        for t in range(T - d):
-            block = bands[..., d, t, :, :]
-            if d == 0:
-                M[..., t, :, t, :] = (block + block.mT) / 2
-            else:
-                M[..., t + d, :, t, :] = block
-                M[..., t, :, t + d, :] = block.mT
-    return M.reshape(batch + (T * k, T * k))
-
-
-def dense_solve(bands, b):
-    """x = M^{-1} b by torch.linalg.solve on the dense matrix (vector or matrix b)."""
-    T, k = bands.shape[-3], bands.shape[-2]
-    vector = tuple(b.shape[-2:]) == (T, k)
-    rhs = b.reshape(b.shape[:-2] + (T * k, 1)) if vector else b.reshape(
-        b.shape[:-3] + (T * k, b.shape[-1]))
-    x = torch.linalg.solve(dense_from_bands(bands), rhs)
-    return x.reshape(x.shape[:-2] + ((T, k) if vector else (T, k, b.shape[-1])))
 
 
 def symmetrise_diagonal(bands):
@@ -127,7 +97,7 @@ def test_solve_matches_array_level_and_dense(bands_batch, b_batch, w, T, k, nrhs
     # dense PyTorch autograd reference, in float64
     bands64 = bands.detach().double().requires_grad_()
     b64 = b.detach().double().requires_grad_()
-    x_ref = dense_solve(bands64, b64)
+    x_ref = dense_solve(torch, bands64, b64)
     ref_bands, ref_b = torch.autograd.grad(x_ref, (bands64, b64), g.double())
     assert_close(x.detach().double(), x_ref.detach(), dtype, "x")
     # padding blocks (t + d >= T) are never read: zero gradient in both
