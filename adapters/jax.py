@@ -1,18 +1,19 @@
 """JAX bindings: ``solve`` and ``ode_forward`` as ``jax.custom_vjp`` functions.
 
 They work under ``jax.jit``, ``jax.grad`` and ``jax.vmap``, in float32 and (with
-``jax_enable_x64``) float64. The array-level functions run in a callback:
+``jax_enable_x64``) float64. The array-level functions run in a callback on
+XLA's own buffers, chosen when the computation is lowered
+(``jax.lax.platform_dependent``):
 
-- CPU: ``jax.pure_callback``; the callback sees the input buffers as NumPy
-  arrays without copies (``np.asarray`` of a CPU ``jax.Array``), and JAX copies
-  the returned NumPy result into its output buffer.
-- CUDA: ``jax.experimental.buffer_callback`` on the device buffers; CuPy views
-  them through ``__cuda_array_interface__`` (no copy) and works on XLA's
-  stream (``cupy.cuda.ExternalStream(ctx.stream)``); the result is written
-  into JAX's output buffer on that stream. The branch is chosen when the
-  computation is lowered (``jax.lax.platform_dependent``). JAX versions
-  without ``buffer_callback`` use ``pure_callback`` everywhere (a host round
-  trip on GPU).
+- CPU: ``jax.experimental.buffer_callback``; the inputs are NumPy views of
+  XLA's buffers (no copy; ``jax.pure_callback`` hands its callback copies),
+  and the result is written into JAX's output buffer.
+- CUDA: ``buffer_callback`` on the device buffers; CuPy views them through
+  ``__cuda_array_interface__`` (no copy) and works on XLA's stream
+  (``cupy.cuda.ExternalStream(ctx.stream)``); the result is written into
+  JAX's output buffer on that stream.
+- Other platforms, and JAX versions without ``buffer_callback``:
+  ``jax.pure_callback`` (a host round trip).
 
 Batching. Under ``vmap`` the forward callback is called once with the whole
 batch (``vmap_method="expand_dims"``: unbatched inputs get a leading axis of
@@ -147,6 +148,18 @@ class _HostCallback:
 
 
 @dataclasses.dataclass(frozen=True)
+class _HostBufferCallback:
+    """``buffer_callback`` body on CPU: NumPy views of XLA's buffers."""
+
+    spec: _Spec
+
+    def __call__(self, ctx, outs, *buffers):
+        results = self.spec.run([np.asarray(buf) for buf in buffers])
+        for out, result in zip(outs, results):
+            np.asarray(out)[...] = result
+
+
+@dataclasses.dataclass(frozen=True)
 class _DeviceCallback:
     """``buffer_callback`` body: CuPy views of XLA's device buffers, XLA's stream."""
 
@@ -183,10 +196,12 @@ def _call(spec, args, vmap_method):
     if _buffer_callback is None:  # pragma: no cover - depends on the installed JAX
         return host(*args)
 
-    def device(*args):
-        return _buffer_callback(_DeviceCallback(spec), out_types, vmap_method=vmap_method)(*args)
+    def on_buffers(body):
+        return lambda *args: _buffer_callback(body(spec), out_types,
+                                              vmap_method=vmap_method)(*args)
 
-    return jax.lax.platform_dependent(*args, cuda=device, default=host)
+    return jax.lax.platform_dependent(*args, cpu=on_buffers(_HostBufferCallback),
+                                      cuda=on_buffers(_DeviceCallback), default=host)
 
 
 def _as_float_arrays(**named):
@@ -252,6 +267,9 @@ def _solve_bwd(options, residuals, g):
 
 
 _solve.defvjp(_solve_fwd, _solve_bwd)
+# Eager calls reuse one compiled computation per (shapes, dtypes, options)
+# instead of tracing the callback afresh each time.
+_solve_jit = jax.jit(_solve, static_argnums=(2,))
 
 
 def solve(bands, b, *, lower=True, check_finite=True, check=True, backend="auto"):
@@ -308,8 +326,8 @@ def solve(bands, b, *, lower=True, check_finite=True, check=True, backend="auto"
     """
     bands, b = _as_float_arrays(bands=bands, b=b)
     _shapes.solve_shapes(bands.shape, b.shape)  # shape errors at trace time, named
-    return _solve(bands, b, _SolveOptions(bool(lower), bool(check_finite), bool(check),
-                                          str(backend)))
+    return _solve_jit(bands, b, _SolveOptions(bool(lower), bool(check_finite), bool(check),
+                                              str(backend)))
 
 
 # ---------------------------------------------------------------------------
@@ -389,6 +407,7 @@ def _ode_bwd(options, step_first, u_shape, residuals, g):
 
 
 _ode.defvjp(_ode_fwd, _ode_bwd)
+_ode_jit = jax.jit(_ode, static_argnums=(7, 8, 9))
 
 
 def _weight_array(weight, name, rank, dtype):
@@ -482,4 +501,4 @@ def ode_forward(coefficients, rhs_equation, init_vars, steps, *, n_steps=None,
     )
     options = _OdeOptions(n_steps, n_init_var_steps, bool(enable_central_smoothness),
                           str(backend), bool(check_finite))
-    return _ode(*data, *weights, options, step_first, u_shape)
+    return _ode_jit(*data, *weights, options, step_first, u_shape)

@@ -347,3 +347,19 @@ def test_ode_gpu_matches_cpu(x64):
     cpu = jax.jit(jax.value_and_grad(loss, range(4)), backend="cpu")(*data)
     for g, c in zip(jax.tree_util.tree_leaves(gpu), jax.tree_util.tree_leaves(cpu)):
         np.testing.assert_allclose(np.asarray(g), np.asarray(c), rtol=1e-9, atol=1e-13)
+
+
+def test_cpu_buffers_cross_without_copy(monkeypatch):
+    rng = np.random.default_rng(9)
+    bands, b = _solve_problem(rng, (2,), (), 1, 4, 2, None, np.float32)
+    seen = {}
+    real_solve = bandsolve.solve
+
+    def spy(bands_array, b_array, **kw):
+        seen["bands"] = bands_array.__array_interface__["data"][0]
+        seen["b"] = b_array.__array_interface__["data"][0]
+        return real_solve(bands_array, b_array, **kw)
+
+    monkeypatch.setattr(bandsolve, "solve", spy)
+    ja.solve(bands, b)
+    assert seen == {"bands": bands.unsafe_buffer_pointer(), "b": b.unsafe_buffer_pointer()}
