@@ -2,6 +2,8 @@
 the array-level vjp and against dense JAX autograd references, under jit,
 grad and vmap."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -204,11 +206,33 @@ def test_solve_errors():
 
 
 def _ode_problem(name, dtype, seed=0):
+    """A named problem; its values are float32 numbers for either dtype, so
+    both dtypes solve the same problem (and share the dense reference)."""
     data, kwargs, sizes = ode_case(name, np.random.default_rng(seed))
-    data = tuple(jnp.asarray(a.astype(dtype)) for a in data)
-    kwargs = {key: jnp.asarray(value.astype(dtype)) if isinstance(value, np.ndarray) else value
-              for key, value in kwargs.items()}
+    data = tuple(jnp.asarray(a.astype(np.float32).astype(dtype)) for a in data)
+    kwargs = {key: jnp.asarray(value.astype(np.float32).astype(dtype))
+              if isinstance(value, np.ndarray) else value for key, value in kwargs.items()}
     return data, kwargs, sizes
+
+
+@functools.lru_cache(maxsize=None)
+def _dense_ode_reference(name):
+    """(u, gradients of vdot(g, u)) of the dense JAX reference in float64, and g."""
+    with jax.enable_x64(True):
+        data, kwargs, sizes = _ode_problem(name, np.float64)
+
+        def reference(*data):
+            return dense_ode_case(jnp, data, kwargs, sizes)
+
+        @jax.jit
+        def value_and_vjp(g, *data):
+            u, pullback = jax.vjp(reference, *data)
+            return u, pullback(g)
+
+        shape = jax.eval_shape(reference, *data).shape
+        g = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        u, grads = value_and_vjp(jnp.asarray(g, dtype=jnp.float64), *data)
+        return np.asarray(u), tuple(np.asarray(d) for d in grads), g
 
 
 def _numpy(kwargs):
@@ -218,9 +242,10 @@ def _numpy(kwargs):
 
 @pytest.mark.parametrize("case", ODE_CASES)
 def test_ode_matches_array_level_and_dense(case, dtype):
-    data, kwargs, sizes = _ode_problem(case, dtype)
+    data, kwargs, _ = _ode_problem(case, dtype)
+    u_ref, refs, g = _dense_ode_reference(case)
+    g = jnp.asarray(g.astype(dtype))
     u = ja.ode_forward(*data, **kwargs)
-    g = jnp.asarray(np.random.default_rng(1).standard_normal(u.shape).astype(dtype))
     grads = jax.grad(lambda *data: jnp.vdot(g, ja.ode_forward(*data, **kwargs)),
                      range(4))(*data)
 
@@ -231,16 +256,7 @@ def test_ode_matches_array_level_and_dense(case, dtype):
         assert grad.dtype == a.dtype
         assert_close(grad, expected, dtype, "gradient", SAME_RTOL[dtype])
 
-    with jax.enable_x64(True):  # dense reference in float64, steps included
-        data64 = tuple(jnp.asarray(np.asarray(a), dtype=jnp.float64) for a in data)
-        kwargs64 = {key: jnp.asarray(np.asarray(v), dtype=jnp.float64)
-                    if isinstance(v, jax.Array) else v for key, v in kwargs.items()}
-        g64 = jnp.asarray(np.asarray(g), dtype=jnp.float64)
-        def reference(*data):
-            return dense_ode_case(jnp, data, kwargs64, sizes)
-
-        u_ref = jax.jit(reference)(*data64)
-        refs = jax.jit(jax.grad(lambda *data: jnp.vdot(g64, reference(*data)), range(4)))(*data64)
+    # dense JAX autograd reference (float64, steps included)
     assert_close(u, u_ref, dtype, "u", ODE_RTOL[dtype])
     for name, grad, ref in zip(("coefficients", "rhs_equation", "init_vars", "steps"),
                                grads, refs):
@@ -363,3 +379,10 @@ def test_cpu_buffers_cross_without_copy(monkeypatch):
     monkeypatch.setattr(bandsolve, "solve", spy)
     ja.solve(bands, b)
     assert seen == {"bands": bands.unsafe_buffer_pointer(), "b": b.unsafe_buffer_pointer()}
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(ja, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -303,6 +303,31 @@ def test_ode_grad_for_a_subset_of_inputs():
     np.testing.assert_array_equal(steps.grad.numpy(), d_steps)
 
 
+def test_ode_noncontiguous_inputs_cross_without_copy(monkeypatch):
+    data, _, _ = _ode_problem("batch", torch.float64)
+    # the same values in transposed memory (batch axis last in storage)
+    strided = tuple(a.movedim(0, -1).contiguous().movedim(-1, 0) for a in data)
+    assert not any(a.is_contiguous() for a in strided)
+    seen = []
+    real_forward = smnn.ode_forward
+
+    def spy(*arrays, **kw):
+        seen.extend(a.__array_interface__["data"][0] for a in arrays)
+        return real_forward(*arrays, **kw)
+
+    monkeypatch.setattr(smnn, "ode_forward", spy)
+    leaves = tuple(a.requires_grad_() for a in strided)
+    u = ta.ode_forward(*leaves)
+    assert seen == [a.data_ptr() for a in strided]
+    u.sum().backward()
+    _, vjp = smnn.ode_vjp(*(a.numpy() for a in data))
+    # same values, but NumPy may sum strided arrays in another order: round-off
+    np.testing.assert_allclose(u.detach().numpy(), smnn.ode_forward(*(a.numpy() for a in data)),
+                               rtol=1e-12, atol=1e-14)
+    for leaf, expected in zip(leaves, vjp(np.ones(tuple(u.shape)))):
+        np.testing.assert_allclose(leaf.grad.numpy(), expected, rtol=1e-11, atol=1e-13)
+
+
 def test_ode_gradcheck():
     data, kwargs, _ = _ode_problem("central", torch.float64)
     data = tuple(a.requires_grad_() for a in data)
@@ -424,3 +449,13 @@ def test_torch_compile_fullgraph_forward_backward():
     compiled = value_and_grads(torch.compile(loss, fullgraph=True))
     for c, e in zip(compiled, value_and_grads(loss)):
         torch.testing.assert_close(c, e, rtol=1e-12, atol=0)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from adapters import _shapes
+
+    for module in (ta, _shapes):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
