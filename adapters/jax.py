@@ -125,9 +125,8 @@ def _to_standard(array, n_extra, op, rank):
 
 def _from_standard(array, n_extra, op):
     """Inverse of :func:`_to_standard` for a result laid out like ``op``."""
-    core = len(op.shape) - op.batch_rank - int(op.step_first)
-    batch_and_core = array.shape[array.ndim - core - int(op.step_first) - op.batch_rank:]
-    array = array.reshape(array.shape[:n_extra] + batch_and_core)
+    # drop the padding: keep the vmapped axes and the last len(op.shape) axes
+    array = array.reshape(array.shape[:n_extra] + array.shape[array.ndim - len(op.shape):])
     if op.step_first:
         order = list(range(array.ndim))
         time_axis = order.pop(n_extra + op.batch_rank)

@@ -386,3 +386,21 @@ def test_docstring_examples():
 
     result = doctest.testmod(ja, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_pure_callback_fallback(monkeypatch, x64):
+    """Without buffer_callback (older JAX) the same results come through pure_callback."""
+    rng = np.random.default_rng(10)
+    bands = jnp.asarray(spd_bands(rng, (), 1, 4, 2))
+    b = jnp.asarray(rng.standard_normal((3, 4, 2)))
+
+    def per_example_grads():
+        loss = jax.grad(lambda bands, b: jnp.sum(ja.solve(bands, b) ** 2), (0, 1))
+        return jax.jit(jax.vmap(loss, in_axes=(None, 0)))(bands, b)
+
+    expected = per_example_grads()
+    monkeypatch.setattr(ja, "_buffer_callback", None)
+    log = CallLog(monkeypatch, bandsolve, "solve_vjp")
+    for got, want in zip(per_example_grads(), expected):
+        np.testing.assert_array_equal(got, want)
+    assert len(log.calls) == 1

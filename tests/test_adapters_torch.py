@@ -150,6 +150,15 @@ def test_solve_gradcheck():
     )
 
 
+def test_solve_double_backward_is_refused():
+    rng = np.random.default_rng(11)
+    bands, b = _solve_problem(rng, (), (), 1, 3, 1, None, torch.float64)
+    bands.requires_grad_()
+    (d_bands,) = torch.autograd.grad((ta.solve(bands, b) ** 2).sum(), bands, create_graph=True)
+    with pytest.raises(RuntimeError, match="bandsolve.solve_vjp.* no autograd formula"):
+        d_bands.sum().backward()
+
+
 def test_solve_opcheck():
     rng = np.random.default_rng(4)
     bands, b = _solve_problem(rng, (2,), (), 1, 3, 2, None, torch.float64)
