@@ -1,18 +1,19 @@
 """JAX bindings: ``solve`` and ``ode_forward`` as ``jax.custom_vjp`` functions.
 
 They work under ``jax.jit``, ``jax.grad`` and ``jax.vmap``, in float32 and (with
-``jax_enable_x64``) float64. The array-level functions run in a callback:
+``jax_enable_x64``) float64. The array-level functions run in a callback on
+XLA's own buffers, chosen when the computation is lowered
+(``jax.lax.platform_dependent``):
 
-- CPU: ``jax.pure_callback``; the callback sees the input buffers as NumPy
-  arrays without copies (``np.asarray`` of a CPU ``jax.Array``), and JAX copies
-  the returned NumPy result into its output buffer.
-- CUDA: ``jax.experimental.buffer_callback`` on the device buffers; CuPy views
-  them through ``__cuda_array_interface__`` (no copy) and works on XLA's
-  stream (``cupy.cuda.ExternalStream(ctx.stream)``); the result is written
-  into JAX's output buffer on that stream. The branch is chosen when the
-  computation is lowered (``jax.lax.platform_dependent``). JAX versions
-  without ``buffer_callback`` use ``pure_callback`` everywhere (a host round
-  trip on GPU).
+- CPU: ``jax.experimental.buffer_callback``; the inputs are NumPy views of
+  XLA's buffers (no copy; ``jax.pure_callback`` hands its callback copies),
+  and the result is written into JAX's output buffer.
+- CUDA: ``buffer_callback`` on the device buffers; CuPy views them through
+  ``__cuda_array_interface__`` (no copy) and works on XLA's stream
+  (``cupy.cuda.ExternalStream(ctx.stream)``); the result is written into
+  JAX's output buffer on that stream.
+- Other platforms, and JAX versions without ``buffer_callback``:
+  ``jax.pure_callback`` (a host round trip).
 
 Batching. Under ``vmap`` the forward callback is called once with the whole
 batch (``vmap_method="expand_dims"``: unbatched inputs get a leading axis of
@@ -35,7 +36,9 @@ Errors found at trace time (dtypes, shapes) raise TypeError / ValueError
 naming the argument. Errors found by the array-level function while it runs
 (a matrix that is not positive definite, inf/NaN with ``check_finite=True``)
 are raised inside the callback and surface, eagerly and under ``jit``, as
-``jax.errors.JaxRuntimeError`` carrying the array-level message.
+JAX's error for a failed callback carrying the array-level message
+(``jax.errors.JaxRuntimeError``; JAX raises it as ``ValueError`` when it
+dispatches an already compiled computation).
 """
 
 import dataclasses
@@ -47,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bandsolve
+import smnn
 
 from . import _shapes
 
@@ -55,7 +59,7 @@ try:  # JAX >= 0.6
 except ImportError:  # pragma: no cover - depends on the installed JAX
     _buffer_callback = None
 
-__all__ = ["solve"]
+__all__ = ["solve", "ode_forward"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -121,9 +125,8 @@ def _to_standard(array, n_extra, op, rank):
 
 def _from_standard(array, n_extra, op):
     """Inverse of :func:`_to_standard` for a result laid out like ``op``."""
-    core = len(op.shape) - op.batch_rank - int(op.step_first)
-    batch_and_core = array.shape[array.ndim - core - int(op.step_first) - op.batch_rank:]
-    array = array.reshape(array.shape[:n_extra] + batch_and_core)
+    # drop the padding: keep the vmapped axes and the last len(op.shape) axes
+    array = array.reshape(array.shape[:n_extra] + array.shape[array.ndim - len(op.shape):])
     if op.step_first:
         order = list(range(array.ndim))
         time_axis = order.pop(n_extra + op.batch_rank)
@@ -141,6 +144,18 @@ class _HostCallback:
     def __call__(self, *arrays):
         results = self.spec.run([np.asarray(a) for a in arrays])
         return tuple(np.asarray(r, dtype=dt) for r, dt in zip(results, self.spec.out_dtypes))
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostBufferCallback:
+    """``buffer_callback`` body on CPU: NumPy views of XLA's buffers."""
+
+    spec: _Spec
+
+    def __call__(self, ctx, outs, *buffers):
+        results = self.spec.run([np.asarray(buf) for buf in buffers])
+        for out, result in zip(outs, results):
+            np.asarray(out)[...] = result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,10 +195,12 @@ def _call(spec, args, vmap_method):
     if _buffer_callback is None:  # pragma: no cover - depends on the installed JAX
         return host(*args)
 
-    def device(*args):
-        return _buffer_callback(_DeviceCallback(spec), out_types, vmap_method=vmap_method)(*args)
+    def on_buffers(body):
+        return lambda *args: _buffer_callback(body(spec), out_types,
+                                              vmap_method=vmap_method)(*args)
 
-    return jax.lax.platform_dependent(*args, cuda=device, default=host)
+    return jax.lax.platform_dependent(*args, cpu=on_buffers(_HostBufferCallback),
+                                      cuda=on_buffers(_DeviceCallback), default=host)
 
 
 def _as_float_arrays(**named):
@@ -249,6 +266,9 @@ def _solve_bwd(options, residuals, g):
 
 
 _solve.defvjp(_solve_fwd, _solve_bwd)
+# Eager calls reuse one compiled computation per (shapes, dtypes, options)
+# instead of tracing the callback afresh each time.
+_solve_jit = jax.jit(_solve, static_argnums=(2,))
 
 
 def solve(bands, b, *, lower=True, check_finite=True, check=True, backend="auto"):
@@ -305,5 +325,179 @@ def solve(bands, b, *, lower=True, check_finite=True, check=True, backend="auto"
     """
     bands, b = _as_float_arrays(bands=bands, b=b)
     _shapes.solve_shapes(bands.shape, b.shape)  # shape errors at trace time, named
-    return _solve(bands, b, _SolveOptions(bool(lower), bool(check_finite), bool(check),
-                                          str(backend)))
+    return _solve_jit(bands, b, _SolveOptions(bool(lower), bool(check_finite), bool(check),
+                                              str(backend)))
+
+
+# ---------------------------------------------------------------------------
+# smnn.ode_forward
+
+_ODE_DATA = tuple(_shapes.ODE_CORE)  # coefficients, rhs_equation, init_vars, steps
+_WEIGHTS = tuple(_shapes.WEIGHT_ROWS)  # weight_equation, weight_init_var, weight_smooth
+
+
+@dataclasses.dataclass(frozen=True)
+class _OdeOptions:
+    """Static options. The callbacks always see the batch-first layout."""
+
+    n_steps: object
+    n_init_var_steps: object
+    enable_central_smoothness: bool
+    backend: str
+    check_finite: bool
+
+    def kwargs(self, weights):
+        return dict(zip(_WEIGHTS, weights), n_steps=self.n_steps,
+                    n_init_var_steps=self.n_init_var_steps, is_step_dim_first=False,
+                    enable_central_smoothness=self.enable_central_smoothness,
+                    backend=self.backend)
+
+
+def _ode_kernel(options, coefficients, rhs_equation, init_vars, steps, *weights):
+    u = smnn.ode_forward(coefficients, rhs_equation, init_vars, steps,
+                         check_finite=options.check_finite, **options.kwargs(weights))
+    return (u,)
+
+
+def _ode_vjp_kernel(options, coefficients, rhs_equation, init_vars, steps, *weights_and_g):
+    *weights, g = weights_and_g
+    # The forward already checked the inputs for inf/NaN.
+    _, vjp = smnn.ode_vjp(coefficients, rhs_equation, init_vars, steps, check_finite=False,
+                          **options.kwargs(weights))
+    return vjp(g)
+
+
+def _ode_operands(data, weights, u_shape, step_first):
+    """Layouts of the data, the (row-rank) weights and u."""
+    cores = tuple(_shapes.ODE_CORE.values()) + tuple(_shapes.WEIGHT_ROWS.values())
+    ops = tuple(_Operand(tuple(a.shape), core - step_first, step_first)
+                for a, core in zip(data + weights, cores))
+    return ops[:4], ops[4:], _Operand(u_shape, 3 - step_first, step_first)
+
+
+def _ode_specs(data, weights, options, step_first, u_shape):
+    data_ops, weight_ops, u_op = _ode_operands(data, weights, u_shape, step_first)
+    dtype = jnp.result_type(*(a.dtype for a in data))
+    forward = _Spec(_ode_kernel, options, data_ops + weight_ops, (u_op,), (dtype,))
+    backward = _Spec(_ode_vjp_kernel, options, data_ops + weight_ops + (u_op,), data_ops,
+                     tuple(a.dtype for a in data))
+    return forward, backward
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def _ode(coefficients, rhs_equation, init_vars, steps, weight_equation, weight_init_var,
+         weight_smooth, options, step_first, u_shape):
+    args = (coefficients, rhs_equation, init_vars, steps,
+            weight_equation, weight_init_var, weight_smooth)
+    forward, _ = _ode_specs(args[:4], args[4:], options, step_first, u_shape)
+    (u,) = _call(forward, args, "expand_dims")
+    return u
+
+
+def _ode_fwd(*args):
+    return _ode(*args), args[:7]
+
+
+def _ode_bwd(options, step_first, u_shape, residuals, g):
+    _, backward = _ode_specs(residuals[:4], residuals[4:], options, step_first, u_shape)
+    grads = _call(backward, residuals + (g,), "broadcast_all")
+    # The weights are constants of the operator (see ode_forward).
+    return tuple(grads) + tuple(jnp.zeros_like(w) for w in residuals[4:])
+
+
+_ode.defvjp(_ode_fwd, _ode_bwd)
+_ode_jit = jax.jit(_ode, static_argnums=(7, 8, 9))
+
+
+def _weight_array(weight, name, rank, dtype):
+    """A weight as an array of the working dtype with at least ``rank`` dims."""
+    weight = jnp.asarray(weight)
+    if weight.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be real; got dtype {weight.dtype}")
+    weight = jax.lax.stop_gradient(weight.astype(dtype))
+    if weight.ndim < rank:  # same rows; no batch dims for vmap to misread
+        weight = weight.reshape((1,) * (rank - weight.ndim) + weight.shape)
+    return weight
+
+
+def ode_forward(coefficients, rhs_equation, init_vars, steps, *, n_steps=None,
+                n_init_var_steps=None, is_step_dim_first=False, weight_equation=1.,
+                weight_init_var=1., weight_smooth=1., enable_central_smoothness=False,
+                backend="auto", check_finite=True):
+    """Solve the S-MNN least-squares ODE system for u, differentiably.
+
+    :func:`smnn.ode_forward` as a ``jax.custom_vjp`` function; gradients
+    with respect to ``coefficients``, ``rhs_equation``, ``init_vars`` and
+    ``steps`` come from :func:`smnn.ode_vjp`.
+
+    Parameters
+    ----------
+    coefficients : array_like, shape (..., T, E, D, O)
+    rhs_equation : array_like, shape (..., T, E)
+    init_vars : array_like, shape (..., Ti, D, Oi)
+    steps : array_like, shape (..., T-1)
+        float32 or float64; sizes 1 broadcast as in :func:`smnn.ode_forward`.
+    n_steps, n_init_var_steps, is_step_dim_first, enable_central_smoothness, backend, check_finite
+        As in :func:`smnn.ode_forward` (static: not traced).
+    weight_equation, weight_init_var, weight_smooth : float or array_like, optional
+        Row weights, as in :func:`smnn.ode_forward`. They may be traced
+        arrays but are constants of the operation: no gradient flows to
+        them (as if wrapped in ``jax.lax.stop_gradient``), since the
+        array-level vjp has no weight gradient.
+
+    Returns
+    -------
+    u : jax.Array, shape (..., T, D, O)
+        (T, ..., D, O) with ``is_step_dim_first``; dtype the promotion of
+        the four inputs'.
+
+    Raises
+    ------
+    TypeError
+        Inputs that are not float32/float64.
+    ValueError
+        Shapes that do not fit (at trace time).
+
+    Notes
+    -----
+    Value checks (positive steps, finite input) and the positive
+    definiteness of the normal equations are checked while the callback
+    runs; see the module notes for how such errors surface, for batching
+    and for why the backward re-factors.
+
+    Examples
+    --------
+    Gradient of a trajectory loss with respect to the growth rate of
+    x' = c x:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from adapters.jax import ode_forward
+    >>> T = 50
+    >>> def loss(rate):
+    ...     coef = jnp.stack([rate, -1.0, 0.0]).reshape(1, 1, 1, 3)  # c x - x' = 0
+    ...     u = ode_forward(coef, jnp.zeros((1, 1)), jnp.ones((1, 1, 1)),
+    ...                     jnp.full(T - 1, 0.02), n_steps=T)
+    ...     target = jnp.exp(0.8 * 0.02 * jnp.arange(T))
+    ...     return jnp.sum((u[:, 0, 0] - target) ** 2)
+    >>> bool(jax.jit(jax.grad(loss))(0.5) < 0)    # increase the rate towards 0.8
+    True
+    >>> jax.vmap(jax.grad(loss))(jnp.array([0.5, 1.0])).shape
+    (2,)
+    """
+    data = tuple(_as_float_arrays(coefficients=coefficients, rhs_equation=rhs_equation,
+                                  init_vars=init_vars, steps=steps))
+    dtype = jnp.result_type(*(a.dtype for a in data))
+    weights = tuple(
+        _weight_array(w, name, rank, dtype)
+        for w, (name, rank) in zip((weight_equation, weight_init_var, weight_smooth),
+                                   _shapes.WEIGHT_ROWS.items())
+    )
+    step_first = bool(is_step_dim_first)
+    u_shape = _shapes.ode_shapes(
+        dict(zip(_ODE_DATA, (a.shape for a in data))),
+        dict(zip(_WEIGHTS, (w.shape for w in weights))),
+        n_steps=n_steps, is_step_dim_first=step_first,
+    )
+    options = _OdeOptions(n_steps, n_init_var_steps, bool(enable_central_smoothness),
+                          str(backend), bool(check_finite))
+    return _ode_jit(*data, *weights, options, step_first, u_shape)

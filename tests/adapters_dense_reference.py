@@ -1,6 +1,8 @@
-"""Dense S-MNN reference for the adapter tests, differentiable in PyTorch and JAX.
+"""Dense references for the adapter tests, differentiable in PyTorch and JAX.
 
-Written from DESIGN.md section 4, independently of smnn's banded assembly:
+:func:`dense_solve` solves a block-banded system through its dense matrix
+(DESIGN.md section 2). :func:`dense_ode_forward` is the S-MNN system of
+DESIGN.md section 4, written independently of smnn's banded assembly:
 the dense row matrix A of every batch item is built from the inputs with
 broadcasting and constant selector arrays (no in-place writes), so the
 autograd of either framework differentiates through it with respect to all
@@ -13,6 +15,40 @@ four inputs, the steps included. The dense normal equations
 import math
 
 import numpy as np
+
+
+def dense_from_bands(xp, bands):
+    """Dense symmetric M (..., T*k, T*k) from the lower block band (..., w+1, T, k, k).
+
+    Diagonal blocks enter as (B + B^T)/2: the symmetric-matrix convention of
+    bandsolve's adjoint, so autograd through this matches it exactly.
+    Padding blocks (t + d >= T) are not read.
+    """
+    n_diag, T, k = bands.shape[-4], bands.shape[-3], bands.shape[-2]
+    eye_T = xp.asarray(np.eye(T), dtype=bands.dtype)
+    M = 0
+    for d in range(n_diag):
+        shift = xp.asarray(np.eye(T, k=d), dtype=bands.dtype)  # shift[t, r] = [r == t + d]
+        block = bands[..., d, :, :, :]
+        if d == 0:
+            block = (block + xp.swapaxes(block, -1, -2)) / 2
+        M = M + xp.einsum("tr,tc,...tij->...ricj", shift, eye_T, block)  # M[t+d, t] = block
+        if d > 0:
+            M = M + xp.einsum("tr,tc,...tij->...cjri", shift, eye_T, block)  # M[t, t+d]
+    return M.reshape(bands.shape[:-4] + (T * k, T * k))
+
+
+def dense_solve(xp, bands, b):
+    """x = M^{-1} b through the dense M, for b of shape (..., T, k) or (..., T, k, nrhs)."""
+    T, k = bands.shape[-3], bands.shape[-2]
+    vector = tuple(b.shape[-2:]) == (T, k)
+    core = (T, k) if vector else (T, k, b.shape[-1])
+    rhs = b.reshape(tuple(b.shape[:len(b.shape) - len(core)]) + (T * k, 1 if vector else core[-1]))
+    M = dense_from_bands(xp, bands)
+    batch = tuple(np.broadcast_shapes(tuple(M.shape[:-2]), tuple(rhs.shape[:-2])))
+    x = xp.linalg.solve(xp.broadcast_to(M, batch + tuple(M.shape[-2:])),
+                        xp.broadcast_to(rhs, batch + tuple(rhs.shape[-2:])))
+    return x.reshape(batch + core)
 
 
 def _powers(xp, s, n):

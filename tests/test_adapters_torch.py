@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 import bandsolve  # noqa: E402
 import smnn  # noqa: E402
 from adapters import torch as ta  # noqa: E402
-from adapters_dense_reference import ODE_CASES, dense_ode_case, ode_case  # noqa: E402
+from adapters_dense_reference import ODE_CASES, dense_ode_case, dense_solve, ode_case  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 try:  # CuPy is the array library behind CUDA tensors
@@ -39,36 +39,6 @@ def spd_bands(rng, batch, w, T, k, dtype=torch.float64):
     # Gershgorin: off-diagonal block rows sum to at most 2 w k 0.3 * max|entry| ~ 2 w k
     bands[..., 0, :, :, :] = diag + (1.0 + 2.0 * w * k) * np.eye(k)
     return torch.tensor(bands, dtype=dtype)
-
-
-def dense_from_bands(bands):
-    """Dense symmetric M (..., T*k, T*k) from lower bands, differentiable.
-
-    Diagonal blocks enter as (B + B^T)/2, the symmetric-matrix convention of
-    bandsolve's adjoint, so autograd through this matches it exactly.
-    """
-    n_diag, T, k = bands.shape[-4], bands.shape[-3], bands.shape[-2]
-    batch = bands.shape[:-4]
-    M = bands.new_zeros(batch + (T, k, T, k))
-    for d in range(n_diag):
-        for t in range(T - d):
-            block = bands[..., d, t, :, :]
-            if d == 0:
-                M[..., t, :, t, :] = (block + block.mT) / 2
-            else:
-                M[..., t + d, :, t, :] = block
-                M[..., t, :, t + d, :] = block.mT
-    return M.reshape(batch + (T * k, T * k))
-
-
-def dense_solve(bands, b):
-    """x = M^{-1} b by torch.linalg.solve on the dense matrix (vector or matrix b)."""
-    T, k = bands.shape[-3], bands.shape[-2]
-    vector = tuple(b.shape[-2:]) == (T, k)
-    rhs = b.reshape(b.shape[:-2] + (T * k, 1)) if vector else b.reshape(
-        b.shape[:-3] + (T * k, b.shape[-1]))
-    x = torch.linalg.solve(dense_from_bands(bands), rhs)
-    return x.reshape(x.shape[:-2] + ((T, k) if vector else (T, k, b.shape[-1])))
 
 
 def symmetrise_diagonal(bands):
@@ -127,7 +97,7 @@ def test_solve_matches_array_level_and_dense(bands_batch, b_batch, w, T, k, nrhs
     # dense PyTorch autograd reference, in float64
     bands64 = bands.detach().double().requires_grad_()
     b64 = b.detach().double().requires_grad_()
-    x_ref = dense_solve(bands64, b64)
+    x_ref = dense_solve(torch, bands64, b64)
     ref_bands, ref_b = torch.autograd.grad(x_ref, (bands64, b64), g.double())
     assert_close(x.detach().double(), x_ref.detach(), dtype, "x")
     # padding blocks (t + d >= T) are never read: zero gradient in both
@@ -178,6 +148,15 @@ def test_solve_gradcheck():
     assert torch.autograd.gradcheck(
         lambda bands, b: ta.solve(symmetrise_diagonal(bands), b), (bands, b)
     )
+
+
+def test_solve_double_backward_is_refused():
+    rng = np.random.default_rng(11)
+    bands, b = _solve_problem(rng, (), (), 1, 3, 1, None, torch.float64)
+    bands.requires_grad_()
+    (d_bands,) = torch.autograd.grad((ta.solve(bands, b) ** 2).sum(), bands, create_graph=True)
+    with pytest.raises(RuntimeError, match="bandsolve.solve_vjp.* no autograd formula"):
+        d_bands.sum().backward()
 
 
 def test_solve_opcheck():
@@ -333,6 +312,31 @@ def test_ode_grad_for_a_subset_of_inputs():
     np.testing.assert_array_equal(steps.grad.numpy(), d_steps)
 
 
+def test_ode_noncontiguous_inputs_cross_without_copy(monkeypatch):
+    data, _, _ = _ode_problem("batch", torch.float64)
+    # the same values in transposed memory (batch axis last in storage)
+    strided = tuple(a.movedim(0, -1).contiguous().movedim(-1, 0) for a in data)
+    assert not any(a.is_contiguous() for a in strided)
+    seen = []
+    real_forward = smnn.ode_forward
+
+    def spy(*arrays, **kw):
+        seen.extend(a.__array_interface__["data"][0] for a in arrays)
+        return real_forward(*arrays, **kw)
+
+    monkeypatch.setattr(smnn, "ode_forward", spy)
+    leaves = tuple(a.requires_grad_() for a in strided)
+    u = ta.ode_forward(*leaves)
+    assert seen == [a.data_ptr() for a in strided]
+    u.sum().backward()
+    _, vjp = smnn.ode_vjp(*(a.numpy() for a in data))
+    # same values, but NumPy may sum strided arrays in another order: round-off
+    np.testing.assert_allclose(u.detach().numpy(), smnn.ode_forward(*(a.numpy() for a in data)),
+                               rtol=1e-12, atol=1e-14)
+    for leaf, expected in zip(leaves, vjp(np.ones(tuple(u.shape)))):
+        np.testing.assert_allclose(leaf.grad.numpy(), expected, rtol=1e-11, atol=1e-13)
+
+
 def test_ode_gradcheck():
     data, kwargs, _ = _ode_problem("central", torch.float64)
     data = tuple(a.requires_grad_() for a in data)
@@ -454,3 +458,13 @@ def test_torch_compile_fullgraph_forward_backward():
     compiled = value_and_grads(torch.compile(loss, fullgraph=True))
     for c, e in zip(compiled, value_and_grads(loss)):
         torch.testing.assert_close(c, e, rtol=1e-12, atol=0)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from adapters import _shapes
+
+    for module in (ta, _shapes):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
