@@ -34,7 +34,7 @@ demo: $(DEMO_STAMP)
 test: test-cpu test-cudasim
 
 test-cpu: $(STAMP)
-	$(BIN)/python -m pytest -q tests bandsolve smnn --doctest-modules -m "not cudasim"
+	$(BIN)/python -m pytest -q tests bandsolve smnn adapters --doctest-modules -m "not cudasim"
 
 test-cudasim: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests -m cudasim

@@ -28,8 +28,26 @@ __all__ = ["factor", "solve", "factor_solve", "band_cotangent", "logdet"]
 name = "cpu"
 
 
-def _threads_for(n_chunks):
+#: Below this many flops a call runs on one thread: waking the workers costs
+#: tens of microseconds on an idle machine and milliseconds on a loaded one.
+PARALLEL_MIN_FLOPS = 4e6
+
+
+def _threads_for(n_chunks, flops):
+    if flops < PARALLEL_MIN_FLOPS:
+        return 1
     return max(1, min(numba.get_num_threads(), n_chunks))
+
+
+def _factor_flops(A):
+    B, n_diag, T, k = A.shape[:4]
+    w = n_diag - 1
+    return B * T * k**3 * (1 / 3 + w + w * w)
+
+
+def _solve_flops(x, n_diag):
+    B, T, k, nrhs = x.shape
+    return 4.0 * B * T * n_diag * k * k * nrhs
 
 
 def _serial_if_one(threads, kernel, *args):
@@ -50,9 +68,9 @@ def _serial_if_one(threads, kernel, *args):
         numba.set_num_threads(previous)
 
 
-def _run(kernel, n_items, *args):
+def _run(kernel, n_items, flops, *args):
     """Call a SIMD kernel (chunks of LANES items) with one thread per chunk at most."""
-    threads = _threads_for(-(-n_items // _kernels_simd.LANES))
+    threads = _threads_for(-(-n_items // _kernels_simd.LANES), flops)
     return _serial_if_one(threads, kernel, *args, threads)
 
 
@@ -70,22 +88,23 @@ def factor(bands, L, check_finite):
         # in place: the input is gone afterwards, so look for inf/NaN first
         pre = np.zeros_like(info)
         _kernels_simd.scan_nonfinite(bands, pre, np.zeros(info.shape[0], dtype=np.bool_))
-        _run(_kernels_simd.factor, bands.shape[0], bands, L, info)
+        _run(_kernels_simd.factor, bands.shape[0], _factor_flops(bands), bands, L, info)
         return np.where(pre < 0, pre, info)
-    _run(_kernels_simd.factor, bands.shape[0], bands, L, info)
+    _run(_kernels_simd.factor, bands.shape[0], _factor_flops(bands), bands, L, info)
     _classify_failures(bands, info, check_finite)
     return info
 
 
 def solve(L, x, index):
     if x.shape[0]:
-        _run(_kernels_simd.solve, x.shape[0], L, x, index)
+        _run(_kernels_simd.solve, x.shape[0], _solve_flops(x, L.shape[1]), L, x, index)
 
 
 def factor_solve(bands, x, index, check_finite, overwrite):
     info = np.zeros(bands.shape[0], dtype=np.int64)
     if bands.shape[0]:
-        _run(_kernels_simd.factor_solve, bands.shape[0], bands, x, info)
+        flops = _factor_flops(bands) + _solve_flops(x, bands.shape[1])
+        _run(_kernels_simd.factor_solve, bands.shape[0], flops, bands, x, info)
         _classify_failures(bands, info, check_finite)
     return info
 
@@ -104,13 +123,14 @@ def band_cotangent(bbar, x, index, n_matrices, n_diag):
     out = np.zeros((n_matrices, n_diag, T, k, k), dtype=x.dtype)
     if n_matrices and x.shape[0]:
         start, items = group_by_matrix(index, n_matrices)
-        _serial_if_one(_threads_for(n_matrices), _kernels.band_cotangent, out, bbar, x,
-                       start, items)
+        threads = _threads_for(n_matrices, 4.0 * x.size * k * n_diag)
+        _serial_if_one(threads, _kernels.band_cotangent, out, bbar, x, start, items)
     return out
 
 
 def logdet(L):
     out = np.empty(L.shape[0], dtype=L.dtype)
     if L.shape[0]:
-        _serial_if_one(_threads_for(L.shape[0]), _kernels.logdet, L, out)
+        threads = _threads_for(L.shape[0], 2.0 * L.shape[0] * L.shape[2] * L.shape[3])
+        _serial_if_one(threads, _kernels.logdet, L, out)
     return out
