@@ -322,38 +322,40 @@ def _potrf(W, R, stat, s, rinv, row1, k):
 
 
 @njit(**_INLINE)
-def _factor_block_row(W, R, stat, t, dmax, k, row_stride, block):
-    """Factor block row t in place in the lane workspace (W[t, d] = L[t, t-d])."""
-    own = t * row_stride
+def _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, nrow):
+    """Factor block row t in place in the lane workspace (row t at t % nrow holds
+    W[t, d] = L[t, t-d]; R holds 1/diag of L[t, t])."""
+    own = (t % nrow) * row_stride
     for d in range(dmax, 0, -1):
+        prev = ((t - d) % nrow) * row_stride
         # G = M[t, t-d] - sum_{j>d} L[t, t-j] L[t-d, t-j]^T, then G L[t-d, t-d]^{-T}
-        _update_nt(W, own + d * block, own + (d + 1) * block,
-                   (t - d) * row_stride + block, dmax - d, block, k, False)
-        _trsm_right_lower_t(W, R, own + d * block, (t - d) * row_stride,
-                            (t - d) * k * LANES, k)
+        _update_nt(W, own + d * block, own + (d + 1) * block, prev + block, dmax - d, block,
+                   k, False)
+        _trsm_right_lower_t(W, R, own + d * block, prev, ((t - d) % nrow) * k * LANES, k)
     # S = M[t, t] - sum_d L[t, t-d] L[t, t-d]^T, then L[t, t] = chol(S)
     _update_nt(W, own, own + block, own + block, dmax, block, k, True)
-    _potrf(W, R, stat, own, t * k * LANES, t * k + 1, k)
+    _potrf(W, R, stat, own, (t % nrow) * k * LANES, t * k + 1, k)
 
 
 @njit(**_INLINE)
-def _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block):
+def _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, nrow):
     """y_t <- L[t,t]^{-1} (y_t - sum_d L[t,t-d] y_{t-d}) in the lane workspace.
 
     Two accumulators per row: the coupling to earlier block rows does not
     depend on this block's rows and runs ahead of the triangular solve.
     """
+    own = (t % nrow) * row_stride
     for r in range(k):
-        rinv = vload(R, (t * k + r) * LANES)
+        rinv = vload(R, ((t % nrow) * k + r) * LANES)
         for q in range(nrhs):
             o = ((t * k + r) * nrhs + q) * LANES
             acc = vload(Y, o)
             for d in range(1, dmax + 1):
-                pa = t * row_stride + d * block + r * k * LANES
+                pa = own + d * block + r * k * LANES
                 for p in range(k):
                     acc = vfnma(acc, vload(W, pa + p * LANES),
                                 vload(Y, (((t - d) * k + p) * nrhs + q) * LANES))
-            pa = t * row_stride + r * k * LANES
+            pa = own + r * k * LANES
             tri = vsplat(0.0, acc)
             for p in range(r):
                 tri = vfnma(tri, vload(W, pa + p * LANES), vload(Y, ((t * k + p) * nrhs + q) * LANES))
@@ -361,24 +363,32 @@ def _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block):
 
 
 @njit(**_INLINE)
-def _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block):
-    """x_t <- L[t,t]^{-T} (y_t - sum_d L[t+d,t]^T x_{t+d}) in the lane workspace."""
+def _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block, nrow):
+    """x_t <- L[t,t]^{-T} (y_t - sum_d L[t+d,t]^T x_{t+d}), reading L[t+d, t]
+    from workspace row (t+d) % nrow, slot d."""
     dmax = min(n_diag - 1, T - 1 - t)
     for r in range(k - 1, -1, -1):
-        rinv = vload(R, (t * k + r) * LANES)
+        rinv = vload(R, ((t % nrow) * k + r) * LANES)
         for q in range(nrhs):
             o = ((t * k + r) * nrhs + q) * LANES
             acc = vload(Y, o)
             for d in range(1, dmax + 1):
-                pb = (t + d) * row_stride + d * block + r * LANES
+                pb = ((t + d) % nrow) * row_stride + d * block + r * LANES
                 for p in range(k):
                     acc = vfnma(acc, vload(W, pb + p * k * LANES),
                                 vload(Y, (((t + d) * k + p) * nrhs + q) * LANES))
-            pb = t * row_stride + r * LANES
+            pb = (t % nrow) * row_stride + r * LANES
             tri = vsplat(0.0, acc)
             for p in range(r + 1, k):
                 tri = vfnma(tri, vload(W, pb + p * k * LANES), vload(Y, ((t * k + p) * nrhs + q) * LANES))
             vstore(Y, o, vmul(vadd(acc, tri), rinv))
+
+
+@njit(**_INLINE)
+def _diag_reciprocals(W, R, t, k, row_stride, nrow):
+    own = (t % nrow) * row_stride
+    for r in range(k):
+        vstore(R, ((t % nrow) * k + r) * LANES, vrecip(vload(W, own + (r * k + r) * LANES)))
 
 
 @njit(**_INLINE)
@@ -413,7 +423,9 @@ def _chunk_items(index, i0, n_valid, items):
 def factor_solve(A, X, info, n_threads):
     """Fused factor + solve: X[i] <- M_i^{-1} X[i]; A (B, w+1, T, k, k) is read only.
 
-    Failed items get NaN in X and their status in ``info``.
+    The factor of a chunk lives only in its workspace (all T block rows, about
+    LANES items' worth of band), so use it when the batch is several chunks
+    per thread. Failed items get NaN in X and their status in ``info``.
     """
     B, n_diag, T, k = A.shape[0], A.shape[1], A.shape[2], A.shape[3]
     nrhs = X.shape[3]
@@ -441,10 +453,10 @@ def factor_solve(A, X, info, n_threads):
                     _gather_block(A2, items, ((d * T + t - d) * k) * k, W,
                                   t * row_stride + d * block, k)
                 _gather_rhs(X, items, Y, t, k, nrhs)
-                _factor_block_row(W, R, stat, t, dmax, k, row_stride, block)
-                _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block)
+                _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, T)
+                _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, T)
             for t in range(T - 1, -1, -1):
-                _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block)
+                _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block, T)
                 _scatter_rhs(Y, X, items, n_valid, t, k, nrhs)
             for l in range(n_valid):
                 info[i0 + l] = stat[l]
@@ -454,7 +466,10 @@ def factor_solve(A, X, info, n_threads):
 
 @njit(parallel=True, **_OPTS)
 def factor(A, L, info, n_threads):
-    """Block Cholesky of A into L (may alias A). Failed items are NaN."""
+    """Block Cholesky of A into L (may alias A). Failed items are NaN.
+
+    The workspace is a window of w+1 block rows per chunk.
+    """
     B, n_diag, T, k = A.shape[0], A.shape[1], A.shape[2], A.shape[3]
     block = k * k * LANES
     row_stride = n_diag * block
@@ -463,8 +478,8 @@ def factor(A, L, info, n_threads):
     n_chunks = (B + LANES - 1) // LANES
     n_workers = min(n_threads, n_chunks)
     for worker in prange(n_workers):
-        W = np.empty(T * row_stride, dtype=A.dtype)
-        R = np.empty(T * k * LANES, dtype=A.dtype)
+        W = np.empty(n_diag * row_stride, dtype=A.dtype)
+        R = np.empty(n_diag * k * LANES, dtype=A.dtype)
         items = np.empty(LANES, dtype=np.int64)
         stat = np.empty(LANES, dtype=np.int64)
         for chunk in range(worker, n_chunks, n_workers):
@@ -475,12 +490,13 @@ def factor(A, L, info, n_threads):
                 stat[l] = 0
             for t in range(T):
                 dmax = min(n_diag - 1, t)
+                own = (t % n_diag) * row_stride
+                _prefetch_block_row(A2, items, T, t + _AHEAD, n_diag, k)
                 for d in range(dmax + 1):
-                    _gather_block(A2, items, ((d * T + t - d) * k) * k, W,
-                                  t * row_stride + d * block, k)
-                _factor_block_row(W, R, stat, t, dmax, k, row_stride, block)
+                    _gather_block(A2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
+                _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n_diag)
                 for d in range(dmax + 1):
-                    _scatter_block(W, t * row_stride + d * block, L2, items, n_valid,
+                    _scatter_block(W, own + d * block, L2, items, n_valid,
                                    ((d * T + t - d) * k) * k, k, d == 0)
             for l in range(n_valid):
                 i = i0 + l
@@ -495,7 +511,12 @@ def factor(A, L, info, n_threads):
 
 @njit(parallel=True, **_OPTS)
 def solve(L, X, index, n_threads):
-    """X[i] <- M[index[i]]^{-1} X[i] from the factor L (item-major storage)."""
+    """X[i] <- M[index[i]]^{-1} X[i] from the factor L (item-major storage).
+
+    The factor is gathered twice (block rows going forward, block columns
+    going backward) into a window of w+1 block rows, so the workspace stays
+    small whatever T.
+    """
     Bx, T, k, nrhs = X.shape[0], X.shape[1], X.shape[2], X.shape[3]
     n_diag = L.shape[1]
     block = k * k * LANES
@@ -504,8 +525,8 @@ def solve(L, X, index, n_threads):
     n_chunks = (Bx + LANES - 1) // LANES
     n_workers = min(n_threads, n_chunks)
     for worker in prange(n_workers):
-        W = np.empty(T * row_stride, dtype=X.dtype)
-        R = np.empty(T * k * LANES, dtype=X.dtype)
+        W = np.empty(n_diag * row_stride, dtype=X.dtype)
+        R = np.empty(n_diag * k * LANES, dtype=X.dtype)
         Y = np.empty(T * k * nrhs * LANES, dtype=X.dtype)
         items = np.empty(LANES, dtype=np.int64)
         xitems = np.empty(LANES, dtype=np.int64)
@@ -517,16 +538,20 @@ def solve(L, X, index, n_threads):
                 items[l] = index[xitems[l]]
             for t in range(T):
                 dmax = min(n_diag - 1, t)
+                own = (t % n_diag) * row_stride
+                _prefetch_block_row(L2, items, T, t + _AHEAD, n_diag, k)
                 for d in range(dmax + 1):
-                    _gather_block(L2, items, ((d * T + t - d) * k) * k, W,
-                                  t * row_stride + d * block, k)
-                for r in range(k):
-                    vstore(R, (t * k + r) * LANES,
-                           vrecip(vload(W, t * row_stride + (r * k + r) * LANES)))
+                    _gather_block(L2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
+                _diag_reciprocals(W, R, t, k, row_stride, n_diag)
                 _gather_rhs(X, xitems, Y, t, k, nrhs)
-                _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block)
+                _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n_diag)
             for t in range(T - 1, -1, -1):
-                _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block)
+                # block column t of L: L[t+d, t] = storage [d, t], into row (t+d), slot d
+                for d in range(min(n_diag - 1, T - 1 - t) + 1):
+                    _gather_block(L2, items, ((d * T + t) * k) * k, W,
+                                  ((t + d) % n_diag) * row_stride + d * block, k)
+                _diag_reciprocals(W, R, t, k, row_stride, n_diag)
+                _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block, n_diag)
                 _scatter_rhs(Y, X, xitems, n_valid, t, k, nrhs)
 
 

@@ -74,6 +74,11 @@ def _run(kernel, n_items, flops, *args):
     return _serial_if_one(threads, kernel, *args, threads)
 
 
+#: Up to this many items the scalar reference kernels beat the SIMD ones,
+#: whose LANES-wide chunk would mostly compute copies of the last item.
+SCALAR_MAX_ITEMS = 1
+
+
 def _classify_failures(bands, info, check_finite):
     """Give failed items whose input holds inf/NaN the code -row (see _kernels_simd)."""
     if check_finite and info.any():
@@ -81,31 +86,53 @@ def _classify_failures(bands, info, check_finite):
 
 
 def factor(bands, L, check_finite):
-    info = np.zeros(bands.shape[0], dtype=np.int64)
-    if bands.shape[0] == 0:
+    B = bands.shape[0]
+    info = np.zeros(B, dtype=np.int64)
+    if B == 0:
         return info
+    before = None
     if check_finite and np.may_share_memory(bands, L):
         # in place: the input is gone afterwards, so look for inf/NaN first
-        pre = np.zeros_like(info)
-        _kernels_simd.scan_nonfinite(bands, pre, np.zeros(info.shape[0], dtype=np.bool_))
-        _run(_kernels_simd.factor, bands.shape[0], _factor_flops(bands), bands, L, info)
-        return np.where(pre < 0, pre, info)
-    _run(_kernels_simd.factor, bands.shape[0], _factor_flops(bands), bands, L, info)
+        before = np.zeros_like(info)
+        _kernels_simd.scan_nonfinite(bands, before, np.zeros(B, dtype=np.bool_))
+    if B <= SCALAR_MAX_ITEMS:
+        _serial_if_one(1, _kernels.factor, bands, L, info)
+    else:
+        _run(_kernels_simd.factor, B, _factor_flops(bands), bands, L, info)
+    if before is not None:
+        return np.where(before < 0, before, info)
     _classify_failures(bands, info, check_finite)
     return info
 
 
 def solve(L, x, index):
-    if x.shape[0]:
+    if 0 < x.shape[0] <= SCALAR_MAX_ITEMS:
+        _serial_if_one(1, _kernels.solve, L, x, index)
+    elif x.shape[0]:
         _run(_kernels_simd.solve, x.shape[0], _solve_flops(x, L.shape[1]), L, x, index)
 
 
 def factor_solve(bands, x, index, check_finite, overwrite):
-    info = np.zeros(bands.shape[0], dtype=np.int64)
-    if bands.shape[0]:
-        flops = _factor_flops(bands) + _solve_flops(x, bands.shape[1])
-        _run(_kernels_simd.factor_solve, bands.shape[0], flops, bands, x, info)
+    B = bands.shape[0]
+    info = np.zeros(B, dtype=np.int64)
+    if B == 0:
+        return info
+    flops = _factor_flops(bands) + _solve_flops(x, bands.shape[1])
+    threads = _threads_for(-(-B // _kernels_simd.LANES), flops)
+    if 2 * threads * _kernels_simd.LANES <= B:
+        # The fused kernel keeps each chunk's factor in its workspace, LANES
+        # items' worth per thread: at most half the size of the input here.
+        _serial_if_one(threads, _kernels_simd.factor_solve, bands, x, info, threads)
         _classify_failures(bands, info, check_finite)
+        return info
+    # Small batch: factor into a band-sized array (the input's own when allowed),
+    # then solve; both kernels keep only a window of w+1 block rows.
+    L = bands if overwrite else np.empty_like(bands)
+    info = factor(bands, L, check_finite)
+    solve(L, x, index)
+    failed = info != 0
+    if failed.any():
+        x[failed[index]] = np.nan
     return info
 
 

@@ -25,10 +25,16 @@ ODE_RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 6e-3}
 # The adapter and the array-level function on the same data: the same
 # arithmetic up to the layout of broadcast weights.
 SAME_RTOL = {np.dtype(np.float64): 1e-13, np.dtype(np.float32): 1e-5}
+# A batched call and single-item calls may run different kernels (SIMD lanes
+# across items vs the scalar kernel for one item), so they agree to round-off
+# amplified by the conditioning (cond(M) < 1e5 here), not bit for bit.
+BATCH_RTOL, BATCH_ATOL = 1e-10, 1e-13
 GPU = jax.default_backend() == "gpu"
 
 
 @pytest.fixture(params=[np.float64, np.float32], ids=["float64", "float32"])
+
+
 def dtype(request):
     """Run in float64 (with jax_enable_x64) and in float32."""
     with jax.enable_x64(request.param == np.float64):
@@ -173,8 +179,8 @@ def test_solve_vmap_of_grad_per_example(monkeypatch, x64):
     assert len(log.calls) == 1 and log.calls[0][0] == (n,) + bands.shape, log.calls
     for i in range(n):
         d_bands, d_b = jax.grad(loss, (0, 1))(bands, b[i])
-        np.testing.assert_allclose(per_example[0][i], d_bands, rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(per_example[1][i], d_b, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(per_example[0][i], d_bands, rtol=BATCH_RTOL, atol=BATCH_ATOL)
+        np.testing.assert_allclose(per_example[1][i], d_b, rtol=BATCH_RTOL, atol=BATCH_ATOL)
     # gradient of the summed loss: JAX sums the per-item cotangents of the shared matrix
     total = jax.grad(lambda bands: jnp.sum(jax.vmap(loss, (None, 0))(bands, b)))(bands)
     np.testing.assert_allclose(total, per_example[0].sum(0), rtol=1e-13, atol=1e-15)
@@ -290,7 +296,7 @@ def test_ode_vmap_is_one_batched_call(monkeypatch, x64):
     assert len(forward.calls) == 1, forward.calls
     assert forward.calls[0][1] == (3, 5, 2) and forward.calls[0][3] == (3, 4)
     loop = np.stack([f(rhs_equation[i], steps[i]) for i in range(3)])
-    np.testing.assert_allclose(u, loop, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(u, loop, rtol=BATCH_RTOL, atol=BATCH_ATOL)
 
     backward = CallLog(monkeypatch, smnn, "ode_vjp")
     per_example = jax.vmap(jax.grad(lambda r, h: jnp.sum(f(r, h) ** 2), (0, 1)))(
@@ -299,8 +305,8 @@ def test_ode_vmap_is_one_batched_call(monkeypatch, x64):
     for i in range(3):
         d_rhs, d_steps = jax.grad(lambda r, h: jnp.sum(f(r, h) ** 2), (0, 1))(
             rhs_equation[i], steps[i])
-        np.testing.assert_allclose(per_example[0][i], d_rhs, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(per_example[1][i], d_steps, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(per_example[0][i], d_rhs, rtol=BATCH_RTOL, atol=BATCH_ATOL)
+        np.testing.assert_allclose(per_example[1][i], d_steps, rtol=BATCH_RTOL, atol=BATCH_ATOL)
 
 
 def test_ode_vmap_step_first_and_traced_weights(x64):
@@ -314,7 +320,7 @@ def test_ode_vmap_step_first_and_traced_weights(x64):
     for i, w in enumerate(weights):
         expected = smnn.ode_forward(*(np.asarray(a) for a in data), weight_smooth=float(w),
                                     **kwargs)
-        np.testing.assert_allclose(u_w[i], expected, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(u_w[i], expected, rtol=BATCH_RTOL, atol=BATCH_ATOL)
 
 
 def test_ode_weights_get_no_gradient(x64):
