@@ -248,3 +248,16 @@ def test_ode_solver_step_dim_first_and_repr():
     ref = smnn.ode_forward(coef, rhs, init, steps, is_step_dim_first=True)
     np.testing.assert_allclose(u, ref, rtol=1e-12, atol=1e-12)
     assert "n_steps=6" in repr(solver) and "backend='cpu'" in repr(solver)
+
+
+def test_small_batches_restore_the_thread_count():
+    import numba
+
+    rng = np.random.default_rng(15)
+    before = numba.get_num_threads()
+    args = make_problem(rng, (1,), 8, 1, 1, 3, 1, 1)
+    u, vjp = smnn.ode_vjp(*args)
+    vjp(np.ones_like(u))
+    assert numba.get_num_threads() == before
+    ref = dense_forward(*args, T=8, Ti=1)
+    assert rel_err(u, ref) < 1e-10
