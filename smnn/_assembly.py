@@ -135,8 +135,9 @@ def assemble_bands(plan):
     bands = np.empty((n_items, plan.bandwidth + 1, plan.T, plan.k, plan.k), dtype=plan.dtype)
     if n_items:
         F = _cpu.taylor_table(plan.O, plan.n_smooth_orders, plan.dtype)
-        _cpu.assemble_bands(coef, cidx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx, F,
-                            plan.central, bands)
+        with _cpu.threads_for(n_items):
+            _cpu.assemble_bands(coef, cidx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx, F,
+                                plan.central, bands)
     return bands.reshape(batch + bands.shape[1:])
 
 
@@ -162,11 +163,12 @@ def gradients(plan, rhs_equation, init_vars, u, bbar):
     d_steps = np.zeros((n_items, max(T - 1, 0)), dtype=u.dtype)
     if n_items:
         F = _cpu.taylor_table(O, plan.n_smooth_orders, u.dtype)
-        _cpu.gradients(coef, cidx, rhs, ridx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx,
-                       F, plan.central,
-                       np.ascontiguousarray(u.reshape((n_items, T, D, O))),
-                       np.ascontiguousarray(bbar.reshape((n_items, T, D, O))),
-                       d_coef, d_rhs, d_init, d_steps)
+        with _cpu.threads_for(n_items):
+            _cpu.gradients(coef, cidx, rhs, ridx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx,
+                           F, plan.central,
+                           np.ascontiguousarray(u.reshape((n_items, T, D, O))),
+                           np.ascontiguousarray(bbar.reshape((n_items, T, D, O))),
+                           d_coef, d_rhs, d_init, d_steps)
     return (d_coef.reshape(batch + d_coef.shape[1:]), d_rhs.reshape(batch + d_rhs.shape[1:]),
             d_init.reshape(batch + d_init.shape[1:]), d_steps.reshape(batch + d_steps.shape[1:]))
 

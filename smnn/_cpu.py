@@ -13,14 +13,37 @@ and of ``init_vars`` may be 1 (constant in time): the kernels index it with
 ``t if size > 1 else 0`` and, in the adjoint, accumulate into it.
 """
 
+import contextlib
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 _OPTS = dict(cache=True, nogil=True, fastmath={"contract"})
 
-__all__ = ["assemble_bands", "gradients", "flat_batch"]
+__all__ = ["assemble_bands", "gradients", "flat_batch", "threads_for"]
+
+
+@contextlib.contextmanager
+def threads_for(n_items):
+    """Use at most ``n_items`` Numba threads for the kernels called inside.
+
+    The kernels are parallel over the batch only; with fewer items than
+    threads the idle threads still join every parallel region, which costs
+    milliseconds when the machine is oversubscribed. ``set_num_threads`` is
+    thread-local, so concurrent calls do not interfere.
+    """
+    n_threads = numba.get_num_threads()
+    use = max(1, min(n_threads, n_items))
+    if use == n_threads:
+        yield
+        return
+    numba.set_num_threads(use)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(n_threads)
 
 
 def flat_batch(a, rank, batch, dtype):

@@ -12,7 +12,6 @@ dimensions stay broadcast (zero-stride views or size 1) so that, e.g.,
 coefficients constant over time are processed once per batch item.
 """
 
-import math
 import operator
 from dataclasses import dataclass
 
@@ -49,7 +48,8 @@ def check_dtype(a, name):
         raise TypeError(f"{name} must be a float32 or float64 array; got dtype {a.dtype}")
 
 
-def _as_count(value, name, minimum):
+def as_count(value, name, minimum):
+    """``value`` as an int >= ``minimum``, else ValueError naming ``name``."""
     try:
         value = operator.index(value)
     except TypeError:
@@ -189,14 +189,14 @@ def check_steps_values(xp, steps, check_finite):
         return
     ok = xp.isfinite(steps) & (steps > 0)
     if not bool(ok.all()):
-        bad = _arrays_first_bad(xp, ok)
+        bad = _first_false(xp, ok)
         raise ValueError(
             "steps must be positive and finite; "
             f"found {float(steps[bad])!r} at index {bad} of shape {tuple(steps.shape)}"
         )
 
 
-def _arrays_first_bad(xp, ok):
+def _first_false(xp, ok):
     flat = int(xp.argmin(ok.ravel()))
     return tuple(int(i) for i in np.unravel_index(flat, ok.shape))
 
@@ -294,12 +294,5 @@ def check_rhs(plan, rhs_equation, init_vars):
 
 
 def as_count_or_none(value, name, minimum):
-    return None if value is None else _as_count(value, name, minimum)
+    return None if value is None else as_count(value, name, minimum)
 
-
-def as_count(value, name, minimum):
-    return _as_count(value, name, minimum)
-
-
-def prod(shape):
-    return math.prod(shape)
