@@ -1,0 +1,647 @@
+"""Numba CUDA kernels for batches of block-banded SPD matrices.
+
+Storage (as in ``bandsolve._kernels``; i = batch item, blocks k x k)::
+
+    A[i, d, t] = M_i[t+d, t]       0 <= d <= w, t + d < T    (lower block band)
+    L[i, d, t] = L_i[t+d, t]       same storage for M = L L^T
+    x[i, t]    : (k, nrhs)         right-hand sides / solutions
+
+Only the lower triangle of the diagonal blocks is read; the factor's diagonal
+blocks are lower triangular (zero above). Padding blocks (t + d >= T) are
+copied from A to L. Status ``info`` follows LAPACK (0 ok, j > 0 the leading
+minor of order j is not positive definite, -j a non-finite entry in scalar row
+j when ``check_finite``); failed items are filled with NaN and the other items
+are unaffected. The codes equal those of the CPU reference kernels.
+
+Algorithms
+----------
+``factor_kernel`` -- right-looking block Cholesky over a sliding window. At
+block step s, with D = min(w, T-1-s) sub-diagonal blocks below the pivot::
+
+    L[s, s]   = chol(M'[s, s])                                (POTRF, k x k)
+    L[s+d, s] = M'[s+d, s] L[s, s]^{-T}            1 <= d <= D (TRSM panel)
+    M'[s+i, s+j] -= L[s+i, s] L[s+j, s]^T     1 <= j <= i <= D (GEMM/SYRK)
+
+where M' is M with the updates of the previous steps applied. Only the
+``(w+1)(w+2)/2`` blocks ``M'[s+i, s+j]`` (0 <= j <= i <= w) are live at step s;
+block row s+w enters the window at step s. When right-hand sides are given
+(the fused factor + solve) the forward substitution rides along:
+``y_s = L[s, s]^{-1} b_s`` joins the panel TRSM (one more "row" per right-hand
+side) and ``b_{s+d} -= L[s+d, s] y_s`` joins the GEMM phase; the backward
+substitution follows the factor in the same launch.
+
+``solve_kernel`` -- forward (L y = b) then backward (L^T x = y) substitution,
+in place on x, ``x[i] <- M[index[i]]^{-1} x[i]``::
+
+    y_t = L[t,t]^{-1} (b_t - sum_{d=1}^{w} L[t, t-d] y_{t-d})
+    x_t = L[t,t]^{-T} (y_t - sum_{d=1}^{w} L[t+d, t]^T x_{t+d})
+
+``cotangent_kernel`` -- the band cotangent of the adjoint (DESIGN.md sec. 2),
+summed over the right-hand-side items ``i`` that share matrix j::
+
+    out[j, d, t] = -c_d sum_i (bbar_i[t+d] x_i[t]^T + x_i[t+d] bbar_i[t]^T),
+    c_0 = 1/2, c_d = 1 (d >= 1), zero in the padding.
+
+``logdet_kernel`` -- ``log det M_i = 2 sum_{t,r} log L[i, 0, t, r, r]``,
+accumulated in float64.
+
+Thread mapping
+--------------
+A *team* of G threads (G = ``team_size(k)``: the power of two >= k up to
+k = 32, then 128 or 256) owns one batch item from start to end; a CUDA block
+packs ``teams_per_block`` teams (several for small k, one for large k). Items
+never exchange data. Inside a team the k x k block operations are split as:
+
+* loads, stores, GEMM/SYRK updates and the rank-1 updates of the diagonal
+  Cholesky: one matrix entry (r, c) per thread, strided by G, entries in
+  row-major order, so consecutive threads touch consecutive addresses
+  (coalesced) and each entry is a k-term dot product;
+* POTRF of the diagonal block: right-looking, one barrier per column (column
+  c-1 is scaled while column c updates the trailing triangle, so no entry is
+  read and written in the same phase);
+* panel TRSM and the fused forward solve: one row of the panel (or one
+  right-hand side) per thread, a sequential substitution over k columns;
+* triangular solves in ``solve_kernel``: one entry (r, q) of the k x nrhs
+  block per thread, k barrier-separated column steps.
+
+Teams of one CUDA block step through the same T, k and w, so they reach the
+same ``syncthreads`` barriers in lockstep; a team whose item failed (or lies
+past the batch) keeps meeting the barriers but does no work. The window of
+live blocks lives in shared memory when ``(w+1)^2 k^2`` values per team fit the
+static budget (ring buffer indexed by block column modulo w+1); otherwise the
+kernel works in place in the global array L, read through the L1 cache. All
+sizes in shared memory are compile-time constants: each kernel is built by a
+factory memoised on (dtype, k, w, team layout), and the same Python kernel
+function is launched and compiled to PTX by the tests.
+"""
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import cuda, types
+
+__all__ = [
+    "Plan",
+    "make_plan",
+    "team_size",
+    "factor_kernel",
+    "solve_kernel",
+    "cotangent_kernel",
+    "logdet_kernel",
+    "KernelSpec",
+]
+
+_NUMBA_FLOAT = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.float64}
+
+#: Static shared memory a factor kernel may use per CUDA block (limit 48 KiB).
+SHARED_WINDOW_BYTES = 40 * 1024
+#: Threads per CUDA block aimed at when packing small teams.
+THREADS_PER_BLOCK = 64
+#: Threads per CUDA block of the element-wise kernels (cotangent, logdet).
+FLAT_BLOCK = 128
+LOGDET_BLOCK = 64
+
+_NO_KEY = 1 << 62  # "no non-finite entry seen" in the per-team key slot
+_NAN = float("nan")
+
+
+def team_size(k):
+    """Threads cooperating on one batch item with blocks of size ``k``."""
+    if k <= 32:
+        return 1 << max(0, (k - 1).bit_length())
+    return 128 if k <= 64 else 256
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Compile-time layout of the factor and solve kernels.
+
+    Attributes
+    ----------
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    block_size, bandwidth : int
+        k and w.
+    team_size : int
+        Threads per batch item (G).
+    teams_per_block : int
+        Batch items per CUDA block.
+    window_in_shared : bool
+        Whether the factor's window of live blocks is kept in shared memory
+        (else it is worked on in place in L).
+    """
+
+    dtype: str
+    block_size: int
+    bandwidth: int
+    team_size: int
+    teams_per_block: int
+    window_in_shared: bool
+
+    @property
+    def threads_per_block(self):
+        return self.team_size * self.teams_per_block
+
+    def blocks_for(self, n_items):
+        """CUDA blocks needed for ``n_items`` teams."""
+        return -(-n_items // self.teams_per_block)
+
+
+@functools.lru_cache(maxsize=None)
+def make_plan(dtype, block_size, bandwidth, threads_per_block=THREADS_PER_BLOCK,
+              window_in_shared=None):
+    """Choose the team layout for (dtype, k, w).
+
+    ``window_in_shared=None`` keeps the window in shared memory whenever
+    ``(w+1)^2 k^2`` values fit :data:`SHARED_WINDOW_BYTES`; ``False`` forces the
+    in-place (global memory) variant, ``True`` asks for shared memory and
+    raises ValueError if it does not fit.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _NUMBA_FLOAT:
+        raise TypeError(f"CUDA kernels support float32 and float64; got dtype {dtype}")
+    k, w = int(block_size), int(bandwidth)
+    if k < 1 or w < 0:
+        raise ValueError(f"need block_size >= 1 and bandwidth >= 0; got k={k}, w={w}")
+    G = team_size(k)
+    teams = max(1, threads_per_block // G)
+    window_bytes = (w + 1) ** 2 * k * k * dtype.itemsize
+    fits = window_bytes <= SHARED_WINDOW_BYTES
+    if window_in_shared is None:
+        window_in_shared = fits
+    elif window_in_shared and not fits:
+        raise ValueError(
+            f"a shared-memory window for k={k}, w={w}, {dtype} needs {window_bytes} "
+            f"bytes; the budget is {SHARED_WINDOW_BYTES}"
+        )
+    if window_in_shared:
+        teams = max(1, min(teams, SHARED_WINDOW_BYTES // window_bytes))
+    return Plan(dtype.name, k, w, G, teams, bool(window_in_shared))
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel: the Python function, its launchable dispatcher and signature.
+
+    ``cuda.compile_ptx(spec.py_func, spec.signature, cc=...)`` compiles exactly
+    what ``spec.kernel[grid, block, stream](...)`` launches.
+    """
+
+    py_func: object
+    kernel: object
+    signature: tuple
+
+
+def _array(dtype, ndim):
+    return types.Array(dtype, ndim, "C")
+
+
+# ---------------------------------------------------------------------------
+# window accessors: block (row c+d, column c) of the live window
+
+
+@cuda.jit(device=True, inline="always")
+def _window_shared(win, L, team, item, d, c):
+    return win[team, d, c % win.shape[2]]
+
+
+@cuda.jit(device=True, inline="always")
+def _window_global(win, L, team, item, d, c):
+    return L[item, d, c]
+
+
+# ---------------------------------------------------------------------------
+# substitutions (shared by the solve kernel and the fused factor + solve)
+
+
+@functools.lru_cache(maxsize=None)
+def _substitutions(k, w, G):
+    """Team-cooperative forward and backward block substitution for (k, w, G).
+
+    Both work in place on ``x[xi]`` (T, k, nrhs) with the factor ``L[li]`` and
+    contain ``syncthreads`` barriers, so every thread of the CUDA block must
+    call them; ``live=False`` threads only meet the barriers.
+    """
+    K, W = k, w
+
+    @cuda.jit(device=True, inline="always")
+    def forward(L, li, x, xi, live, lane, T, nrhs):
+        n_entries = K * nrhs
+        for t in range(T):
+            d_max = min(W, t)
+            if live:
+                # x_t -= sum_d L[t, t-d] x_{t-d}: one entry (r, q) per thread
+                for e in range(lane, n_entries, G):
+                    r = e // nrhs
+                    q = e - r * nrhs
+                    v = x[xi, t, r, q]
+                    for d in range(1, d_max + 1):
+                        for p in range(K):
+                            v -= L[li, d, t - d, r, p] * x[xi, t - d, p, q]
+                    x[xi, t, r, q] = v
+            cuda.syncthreads()
+            # L[t,t] y = v, column by column: rows r > c drop column c's term
+            for c in range(K - 1):
+                if live:
+                    for e in range(lane, (K - 1 - c) * nrhs, G):
+                        r = c + 1 + e // nrhs
+                        q = e - (r - c - 1) * nrhs
+                        x[xi, t, r, q] -= L[li, 0, t, r, c] * (x[xi, t, c, q] / L[li, 0, t, c, c])
+                cuda.syncthreads()
+            if live:
+                for e in range(lane, n_entries, G):
+                    r = e // nrhs
+                    q = e - r * nrhs
+                    x[xi, t, r, q] = x[xi, t, r, q] / L[li, 0, t, r, r]
+            cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def backward(L, li, x, xi, live, lane, T, nrhs):
+        n_entries = K * nrhs
+        for t in range(T - 1, -1, -1):
+            d_max = min(W, T - 1 - t)
+            if live:
+                # y_t -= sum_d L[t+d, t]^T x_{t+d}
+                for e in range(lane, n_entries, G):
+                    r = e // nrhs
+                    q = e - r * nrhs
+                    v = x[xi, t, r, q]
+                    for d in range(1, d_max + 1):
+                        for p in range(K):
+                            v -= L[li, d, t, p, r] * x[xi, t + d, p, q]
+                    x[xi, t, r, q] = v
+            cuda.syncthreads()
+            # L[t,t]^T x = v, last column first: rows r < c drop column c's term
+            for c in range(K - 1, 0, -1):
+                if live:
+                    for e in range(lane, c * nrhs, G):
+                        r = e // nrhs
+                        q = e - r * nrhs
+                        x[xi, t, r, q] -= L[li, 0, t, c, r] * (x[xi, t, c, q] / L[li, 0, t, c, c])
+                cuda.syncthreads()
+            if live:
+                for e in range(lane, n_entries, G):
+                    r = e // nrhs
+                    q = e - r * nrhs
+                    x[xi, t, r, q] = x[xi, t, r, q] / L[li, 0, t, r, r]
+            cuda.syncthreads()
+
+    return forward, backward
+
+
+# ---------------------------------------------------------------------------
+# factor (optionally fused with the solve)
+
+
+@functools.lru_cache(maxsize=None)
+def factor_kernel(plan):
+    """Block Cholesky kernel ``(A, L, x, info, check_finite)`` for ``plan``.
+
+    Launch with ``plan.blocks_for(B)`` blocks of ``plan.threads_per_block``
+    threads. A (B, w+1, T, k, k) is factored into L (same shape, may be A);
+    ``info`` (B,) int64 receives the status. x (B, T, k, nrhs) holds
+    right-hand sides solved in place with the new factor (x item i uses
+    matrix i); with nrhs = 0 the kernel only factors.
+    """
+    K, W, G = plan.block_size, plan.bandwidth, plan.team_size
+    TEAMS = plan.teams_per_block
+    DT = _NUMBA_FLOAT[np.dtype(plan.dtype)]
+    KK = K * K
+    NW = W + 1
+    ROW_KEYS = NW * K  # non-finite keys per block row (see load_row)
+    SHARED = plan.window_in_shared
+    WIN_SHAPE = (TEAMS, NW, NW, K, K) if SHARED else (1, 1, 1, 1, 1)
+    window = _window_shared if SHARED else _window_global
+    _, backward = _substitutions(K, W, G)
+
+    @cuda.jit(device=True, inline="always")
+    def load_row(A, L, win, first_bad, team, item, lane, r, check_finite):
+        # Block row r of A enters the window: blocks (r, r-d), d = 0..min(w, r),
+        # lower triangle only on the diagonal. A non-finite entry is recorded
+        # as the smallest key r*ROW_KEYS + (w-d)*k + row (off-diagonal, d >= 1)
+        # or r*ROW_KEYS + w*k + row (diagonal): the CPU kernel's reading order.
+        d_max = min(W, r)
+        for e in range(lane, (d_max + 1) * KK, G):
+            d = e // KK
+            rc = e - d * KK
+            rr = rc // K
+            cc = rc - rr * K
+            if d > 0 or cc <= rr:
+                v = A[item, d, r - d, rr, cc]
+                blk = window(win, L, team, item, d, r - d)
+                blk[rr, cc] = v
+                if check_finite and not math.isfinite(v):
+                    key = r * ROW_KEYS + (W - d) * K + rr
+                    cuda.atomic.min(first_bad, team, key)
+
+    def kernel(A, L, x, info, check_finite):
+        win = cuda.shared.array(WIN_SHAPE, DT)
+        first_bad = cuda.shared.array(TEAMS, types.int64)
+        tid = cuda.threadIdx.x
+        team = tid // G
+        lane = tid - team * G
+        item = cuda.blockIdx.x * TEAMS + team
+        n_items = A.shape[0]
+        T = A.shape[2]
+        nrhs = x.shape[3]
+        zero = DT(0)
+        one = DT(1)
+        valid = item < n_items
+        live = valid
+        status = 0
+        if lane == 0:
+            first_bad[team] = _NO_KEY
+        cuda.syncthreads()
+        for r in range(min(W, T)):
+            if live:
+                load_row(A, L, win, first_bad, team, item, lane, r, check_finite)
+        cuda.syncthreads()
+
+        for s in range(T):
+            n_sub = min(W, T - 1 - s)
+            if live and s + W < T:
+                load_row(A, L, win, first_bad, team, item, lane, s + W, check_finite)
+            if W == 0:
+                cuda.syncthreads()
+            # Deferred non-finite report of block row s (rows load in order, so
+            # the smallest key belongs to the first row with one).
+            bad_diag_row = -1
+            if live:
+                key = first_bad[team] - s * ROW_KEYS
+                if key < ROW_KEYS:
+                    if key < W * K:
+                        status = -(s * K + key % K + 1)
+                        live = False
+                    else:
+                        bad_diag_row = key - W * K
+
+            # POTRF of the diagonal block, right-looking, lazy column scaling.
+            diag = window(win, L, team, item, 0, s)
+            prev_root = one
+            prev_scale = one
+            for c in range(K):
+                a = one
+                if live:
+                    a = diag[c, c]
+                    if c == bad_diag_row:
+                        status = -(s * K + c + 1)
+                        live = False
+                    elif not a > zero:
+                        status = s * K + c + 1
+                        live = False
+                if live:
+                    root = math.sqrt(a)
+                    scale = one / root
+                    for e in range(lane, KK, G):
+                        r = e // K
+                        cc = e - r * K
+                        if cc == c - 1 and r >= cc:
+                            if r == cc:
+                                diag[r, cc] = prev_root
+                            else:
+                                diag[r, cc] = diag[r, cc] * prev_scale
+                        elif cc > c and r >= cc:
+                            diag[r, cc] -= (diag[r, c] * scale) * (diag[cc, c] * scale)
+                    prev_root = root
+                    prev_scale = scale
+                cuda.syncthreads()
+            if live and lane == (KK - 1) % G:
+                diag[K - 1, K - 1] = prev_root
+            cuda.syncthreads()
+
+            # Panel TRSM  L[s+d, s] = M'[s+d, s] L[s,s]^{-T}  (one row per
+            # thread) and the forward solve  L[s,s] y_s = b_s  (one right-hand
+            # side per thread).
+            if live:
+                panel_rows = n_sub * K
+                for row in range(lane, panel_rows + nrhs, G):
+                    if row < panel_rows:
+                        d = row // K + 1
+                        rr = row - (d - 1) * K
+                        blk = window(win, L, team, item, d, s)
+                        for c in range(K):
+                            v = blk[rr, c]
+                            for p in range(c):
+                                v -= blk[rr, p] * diag[c, p]
+                            blk[rr, c] = v / diag[c, c]
+                    else:
+                        q = row - panel_rows
+                        for c in range(K):
+                            v = x[item, s, c, q]
+                            for p in range(c):
+                                v -= diag[c, p] * x[item, s, p, q]
+                            x[item, s, c, q] = v / diag[c, c]
+            cuda.syncthreads()
+
+            # Trailing update of the window, b_{s+i} -= L[s+i, s] y_s, and the
+            # write-out of the finished block column s.
+            if live:
+                n_blocks = n_sub * (n_sub + 1) // 2
+                for e in range(lane, n_blocks * KK, G):
+                    b = e // KK
+                    rc = e - b * KK
+                    rr = rc // K
+                    cc = rc - rr * K
+                    i = 1
+                    while b >= i:
+                        b -= i
+                        i += 1
+                    j = b + 1
+                    if i != j or cc <= rr:
+                        left = window(win, L, team, item, i, s)
+                        right = window(win, L, team, item, j, s)
+                        target = window(win, L, team, item, i - j, s + j)
+                        v = target[rr, cc]
+                        for p in range(K):
+                            v -= left[rr, p] * right[cc, p]
+                        target[rr, cc] = v
+                rhs_entries = K * nrhs
+                for e in range(lane, n_sub * rhs_entries, G):
+                    i = e // rhs_entries + 1
+                    rq = e - (i - 1) * rhs_entries
+                    rr = rq // nrhs
+                    q = rq - rr * nrhs
+                    left = window(win, L, team, item, i, s)
+                    v = x[item, s + i, rr, q]
+                    for p in range(K):
+                        v -= left[rr, p] * x[item, s, p, q]
+                    x[item, s + i, rr, q] = v
+                if SHARED:
+                    for e in range(lane, (n_sub + 1) * KK, G):
+                        d = e // KK
+                        rc = e - d * KK
+                        rr = rc // K
+                        cc = rc - rr * K
+                        v = window(win, L, team, item, d, s)[rr, cc]
+                        if d == 0 and cc > rr:
+                            v = zero
+                        L[item, d, s, rr, cc] = v
+                else:
+                    for e in range(lane, KK, G):
+                        rr = e // K
+                        cc = e - rr * K
+                        if cc > rr:
+                            L[item, 0, s, rr, cc] = zero
+            cuda.syncthreads()
+
+        if nrhs > 0:
+            backward(L, item, x, item, live, lane, T, nrhs)
+
+        if valid:
+            if status == 0:
+                # padding blocks (t + d >= T) are copied through
+                for d in range(1, NW):
+                    start = max(T - d, 0)
+                    for e in range(lane, (T - start) * KK, G):
+                        t = start + e // KK
+                        rc = e - (t - start) * KK
+                        rr = rc // K
+                        cc = rc - rr * K
+                        L[item, d, t, rr, cc] = A[item, d, t, rr, cc]
+            else:
+                nan = DT(_NAN)
+                for e in range(lane, NW * T * KK, G):
+                    d = e // (T * KK)
+                    rest = e - d * (T * KK)
+                    t = rest // KK
+                    rc = rest - t * KK
+                    rr = rc // K
+                    cc = rc - rr * K
+                    L[item, d, t, rr, cc] = nan
+                for e in range(lane, T * K * nrhs, G):
+                    t = e // (K * nrhs)
+                    rest = e - t * (K * nrhs)
+                    rr = rest // nrhs
+                    q = rest - rr * nrhs
+                    x[item, t, rr, q] = nan
+            if lane == 0:
+                info[item] = status
+
+    signature = (_array(DT, 5), _array(DT, 5), _array(DT, 4), _array(types.int64, 1),
+                 types.boolean)
+    return KernelSpec(kernel, cuda.jit(kernel), signature)
+
+
+# ---------------------------------------------------------------------------
+# solve
+
+
+@functools.lru_cache(maxsize=None)
+def solve_kernel(plan):
+    """Substitution kernel ``(L, x, index)``: ``x[i] <- M[index[i]]^{-1} x[i]``.
+
+    Launch with ``plan.blocks_for(Bx)`` blocks of ``plan.threads_per_block``
+    threads for x of shape (Bx, T, k, nrhs).
+    """
+    K, W, G = plan.block_size, plan.bandwidth, plan.team_size
+    TEAMS = plan.teams_per_block
+    DT = _NUMBA_FLOAT[np.dtype(plan.dtype)]
+    forward, backward = _substitutions(K, W, G)
+
+    def kernel(L, x, index):
+        tid = cuda.threadIdx.x
+        team = tid // G
+        lane = tid - team * G
+        item = cuda.blockIdx.x * TEAMS + team
+        T = x.shape[1]
+        nrhs = x.shape[3]
+        live = item < x.shape[0]
+        li = 0
+        if live:
+            li = index[item]
+        forward(L, li, x, item, live, lane, T, nrhs)
+        backward(L, li, x, item, live, lane, T, nrhs)
+
+    signature = (_array(DT, 5), _array(DT, 4), _array(types.int64, 1))
+    return KernelSpec(kernel, cuda.jit(kernel), signature)
+
+
+# ---------------------------------------------------------------------------
+# band cotangent
+
+
+@functools.lru_cache(maxsize=None)
+def cotangent_kernel(dtype, k, w):
+    """Kernel ``(bbar, x, group_start, group_items, out)``, one output entry per thread.
+
+    ``out`` (n_matrices, w+1, T, k, k) is fully written;
+    ``group_items[group_start[j]:group_start[j+1]]`` are the right-hand-side
+    items of matrix j. Launch with ``ceil(out.size / FLAT_BLOCK)`` blocks of
+    :data:`FLAT_BLOCK` threads.
+    """
+    K, NW = int(k), int(w) + 1
+    DT = _NUMBA_FLOAT[np.dtype(dtype)]
+    KK = K * K
+
+    def kernel(bbar, x, group_start, group_items, out):
+        e = cuda.blockIdx.x * types.int64(cuda.blockDim.x) + cuda.threadIdx.x
+        n_mats = out.shape[0]
+        T = out.shape[2]
+        per_matrix = NW * T * KK
+        if e >= n_mats * per_matrix:
+            return
+        j = e // per_matrix
+        rest = e - j * per_matrix
+        d = rest // (T * KK)
+        rest -= d * (T * KK)
+        t = rest // KK
+        rc = rest - t * KK
+        r = rc // K
+        c = rc - r * K
+        v = DT(0)
+        if t + d < T:
+            for m in range(group_start[j], group_start[j + 1]):
+                i = group_items[m]
+                for q in range(x.shape[3]):
+                    v += bbar[i, t + d, r, q] * x[i, t, c, q] + x[i, t + d, r, q] * bbar[i, t, c, q]
+            if d == 0:
+                v = v * DT(0.5)
+        out[j, d, t, r, c] = -v
+
+    signature = (_array(DT, 4), _array(DT, 4), _array(types.int64, 1),
+                 _array(types.int64, 1), _array(DT, 5))
+    return KernelSpec(kernel, cuda.jit(kernel), signature)
+
+
+# ---------------------------------------------------------------------------
+# logdet
+
+
+@functools.lru_cache(maxsize=None)
+def logdet_kernel(dtype, threads=LOGDET_BLOCK):
+    """Kernel ``(L, out)``: ``out[i] = 2 sum log diag(L[i])``, one item per block.
+
+    Launch with B blocks of ``threads`` threads (a power of two); partial sums
+    are float64 and reduced in a fixed tree order.
+    """
+    if threads < 1 or threads & (threads - 1):
+        raise ValueError(f"threads must be a power of two; got {threads}")
+    DT = _NUMBA_FLOAT[np.dtype(dtype)]
+    NT = threads
+
+    def kernel(L, out):
+        partial = cuda.shared.array(NT, types.float64)
+        i = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        T = L.shape[2]
+        K = L.shape[3]
+        acc = types.float64(0)
+        for e in range(tid, T * K, NT):
+            t = e // K
+            r = e - t * K
+            acc += math.log(L[i, 0, t, r, r])
+        partial[tid] = acc
+        cuda.syncthreads()
+        width = NT // 2
+        while width > 0:
+            if tid < width:
+                partial[tid] += partial[tid + width]
+            cuda.syncthreads()
+            width //= 2
+        if tid == 0:
+            out[i] = 2 * partial[0]
+
+    signature = (_array(DT, 5), _array(DT, 1))
+    return KernelSpec(kernel, cuda.jit(kernel), signature)
