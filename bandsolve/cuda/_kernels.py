@@ -199,20 +199,6 @@ def _array(dtype, ndim):
 
 
 # ---------------------------------------------------------------------------
-# window accessors: block (row c+d, column c) of the live window
-
-
-@cuda.jit(device=True, inline="always")
-def _window_shared(win, L, team, item, d, c):
-    return win[team, d, c % win.shape[2]]
-
-
-@cuda.jit(device=True, inline="always")
-def _window_global(win, L, team, item, d, c):
-    return L[item, d, c]
-
-
-# ---------------------------------------------------------------------------
 # substitutions (shared by the solve kernel and the fused factor + solve)
 
 
@@ -310,31 +296,10 @@ def factor_kernel(plan):
     DT = _NUMBA_FLOAT[np.dtype(plan.dtype)]
     KK = K * K
     NW = W + 1
-    ROW_KEYS = NW * K  # non-finite keys per block row (see load_row)
+    ROW_KEYS = NW * K  # non-finite keys per block row (see the row loads)
     SHARED = plan.window_in_shared
     WIN_SHAPE = (TEAMS, NW, NW, K, K) if SHARED else (1, 1, 1, 1, 1)
-    window = _window_shared if SHARED else _window_global
     _, backward = _substitutions(K, W, G)
-
-    @cuda.jit(device=True, inline="always")
-    def load_row(A, L, win, first_bad, team, item, lane, r, check_finite):
-        # Block row r of A enters the window: blocks (r, r-d), d = 0..min(w, r),
-        # lower triangle only on the diagonal. A non-finite entry is recorded
-        # as the smallest key r*ROW_KEYS + (w-d)*k + row (off-diagonal, d >= 1)
-        # or r*ROW_KEYS + w*k + row (diagonal): the CPU kernel's reading order.
-        d_max = min(W, r)
-        for e in range(lane, (d_max + 1) * KK, G):
-            d = e // KK
-            rc = e - d * KK
-            rr = rc // K
-            cc = rc - rr * K
-            if d > 0 or cc <= rr:
-                v = A[item, d, r - d, rr, cc]
-                blk = window(win, L, team, item, d, r - d)
-                blk[rr, cc] = v
-                if check_finite and not math.isfinite(v):
-                    key = r * ROW_KEYS + (W - d) * K + rr
-                    cuda.atomic.min(first_bad, team, key)
 
     def kernel(A, L, x, info, check_finite):
         win = cuda.shared.array(WIN_SHAPE, DT)
@@ -351,22 +316,43 @@ def factor_kernel(plan):
         valid = item < n_items
         live = valid
         status = 0
+        # The window: block (row c+d, column c) is window[d, c % n_cols], a
+        # ring over block columns in shared memory, or L[item] itself.
+        if SHARED:
+            window = win[team]
+            n_cols = NW
+        else:
+            window = L[min(item, n_items - 1)]
+            n_cols = T
         if lane == 0:
             first_bad[team] = _NO_KEY
-        cuda.syncthreads()
-        for r in range(min(W, T)):
-            if live:
-                load_row(A, L, win, first_bad, team, item, lane, r, check_finite)
         cuda.syncthreads()
 
         for s in range(T):
             n_sub = min(W, T - 1 - s)
-            if live and s + W < T:
-                load_row(A, L, win, first_bad, team, item, lane, s + W, check_finite)
-            if W == 0:
+            # Block rows enter the window: rows 0..w at step 0, row s+w later.
+            # Entries of row r: blocks (r, r-d), d = 0..min(w, r), only the
+            # lower triangle on the diagonal. A non-finite entry is recorded as
+            # the smallest key r*ROW_KEYS + (w-d)*k + row: the reading order of
+            # the CPU kernel (farthest block first, the diagonal last).
+            if live:
+                first_row = 0 if s == 0 else s + W
+                for r in range(first_row, min(s + W + 1, T)):
+                    d_max = min(W, r)
+                    for e in range(lane, (d_max + 1) * KK, G):
+                        d = e // KK
+                        rc = e - d * KK
+                        rr = rc // K
+                        cc = rc - rr * K
+                        if d > 0 or cc <= rr:
+                            v = A[item, d, r - d, rr, cc]
+                            window[d, (r - d) % n_cols, rr, cc] = v
+                            if check_finite and not math.isfinite(v):
+                                cuda.atomic.min(first_bad, team, r * ROW_KEYS + (W - d) * K + rr)
+            if s == 0 or W == 0:
                 cuda.syncthreads()
-            # Deferred non-finite report of block row s (rows load in order, so
-            # the smallest key belongs to the first row with one).
+            # Deferred non-finite report of block row s (rows enter in order,
+            # so the smallest key belongs to the first row holding one).
             bad_diag_row = -1
             if live:
                 key = first_bad[team] - s * ROW_KEYS
@@ -378,13 +364,13 @@ def factor_kernel(plan):
                         bad_diag_row = key - W * K
 
             # POTRF of the diagonal block, right-looking, lazy column scaling.
-            diag = window(win, L, team, item, 0, s)
+            col = s % n_cols
             prev_root = one
             prev_scale = one
             for c in range(K):
                 a = one
                 if live:
-                    a = diag[c, c]
+                    a = window[0, col, c, c]
                     if c == bad_diag_row:
                         status = -(s * K + c + 1)
                         live = False
@@ -399,16 +385,17 @@ def factor_kernel(plan):
                         cc = e - r * K
                         if cc == c - 1 and r >= cc:
                             if r == cc:
-                                diag[r, cc] = prev_root
+                                window[0, col, r, cc] = prev_root
                             else:
-                                diag[r, cc] = diag[r, cc] * prev_scale
+                                window[0, col, r, cc] = window[0, col, r, cc] * prev_scale
                         elif cc > c and r >= cc:
-                            diag[r, cc] -= (diag[r, c] * scale) * (diag[cc, c] * scale)
+                            window[0, col, r, cc] -= ((window[0, col, r, c] * scale)
+                                                      * (window[0, col, cc, c] * scale))
                     prev_root = root
                     prev_scale = scale
                 cuda.syncthreads()
             if live and lane == (KK - 1) % G:
-                diag[K - 1, K - 1] = prev_root
+                window[0, col, K - 1, K - 1] = prev_root
             cuda.syncthreads()
 
             # Panel TRSM  L[s+d, s] = M'[s+d, s] L[s,s]^{-T}  (one row per
@@ -420,23 +407,23 @@ def factor_kernel(plan):
                     if row < panel_rows:
                         d = row // K + 1
                         rr = row - (d - 1) * K
-                        blk = window(win, L, team, item, d, s)
                         for c in range(K):
-                            v = blk[rr, c]
+                            v = window[d, col, rr, c]
                             for p in range(c):
-                                v -= blk[rr, p] * diag[c, p]
-                            blk[rr, c] = v / diag[c, c]
+                                v -= window[d, col, rr, p] * window[0, col, c, p]
+                            window[d, col, rr, c] = v / window[0, col, c, c]
                     else:
                         q = row - panel_rows
                         for c in range(K):
                             v = x[item, s, c, q]
                             for p in range(c):
-                                v -= diag[c, p] * x[item, s, p, q]
-                            x[item, s, c, q] = v / diag[c, c]
+                                v -= window[0, col, c, p] * x[item, s, p, q]
+                            x[item, s, c, q] = v / window[0, col, c, c]
             cuda.syncthreads()
 
-            # Trailing update of the window, b_{s+i} -= L[s+i, s] y_s, and the
-            # write-out of the finished block column s.
+            # Trailing update M'[s+i, s+j] -= L[s+i, s] L[s+j, s]^T, the
+            # forward-solve update b_{s+i} -= L[s+i, s] y_s, and the write-out
+            # of the finished block column s.
             if live:
                 n_blocks = n_sub * (n_sub + 1) // 2
                 for e in range(lane, n_blocks * KK, G):
@@ -450,40 +437,30 @@ def factor_kernel(plan):
                         i += 1
                     j = b + 1
                     if i != j or cc <= rr:
-                        left = window(win, L, team, item, i, s)
-                        right = window(win, L, team, item, j, s)
-                        target = window(win, L, team, item, i - j, s + j)
-                        v = target[rr, cc]
+                        target = (s + j) % n_cols
+                        v = window[i - j, target, rr, cc]
                         for p in range(K):
-                            v -= left[rr, p] * right[cc, p]
-                        target[rr, cc] = v
+                            v -= window[i, col, rr, p] * window[j, col, cc, p]
+                        window[i - j, target, rr, cc] = v
                 rhs_entries = K * nrhs
                 for e in range(lane, n_sub * rhs_entries, G):
                     i = e // rhs_entries + 1
                     rq = e - (i - 1) * rhs_entries
                     rr = rq // nrhs
                     q = rq - rr * nrhs
-                    left = window(win, L, team, item, i, s)
                     v = x[item, s + i, rr, q]
                     for p in range(K):
-                        v -= left[rr, p] * x[item, s, p, q]
+                        v -= window[i, col, rr, p] * x[item, s, p, q]
                     x[item, s + i, rr, q] = v
-                if SHARED:
-                    for e in range(lane, (n_sub + 1) * KK, G):
-                        d = e // KK
-                        rc = e - d * KK
-                        rr = rc // K
-                        cc = rc - rr * K
-                        v = window(win, L, team, item, d, s)[rr, cc]
-                        if d == 0 and cc > rr:
-                            v = zero
-                        L[item, d, s, rr, cc] = v
-                else:
-                    for e in range(lane, KK, G):
-                        rr = e // K
-                        cc = e - rr * K
-                        if cc > rr:
-                            L[item, 0, s, rr, cc] = zero
+                for e in range(lane, (n_sub + 1) * KK, G):
+                    d = e // KK
+                    rc = e - d * KK
+                    rr = rc // K
+                    cc = rc - rr * K
+                    if d == 0 and cc > rr:
+                        L[item, 0, s, rr, cc] = zero
+                    elif SHARED:
+                        L[item, d, s, rr, cc] = window[d, col, rr, cc]
             cuda.syncthreads()
 
         if nrhs > 0:
