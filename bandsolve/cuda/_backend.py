@@ -13,10 +13,10 @@ Two modes, chosen by the array type of the operands:
   stream); nothing synchronises the host and ``info`` stays on the device.
 * **host** (NumPy input, as with ``backend="cuda"`` on NumPy arrays and under
   the Numba CUDA simulator ``NUMBA_ENABLE_CUDASIM=1``): operands are copied to
-  the device, results copied back into the NumPy arrays the protocol names.
+  the device, results copied back into the NumPy arrays the protocol names
+  (on the same stream, then one synchronisation).
 """
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,35 +90,26 @@ class _Staging:
 
     def __init__(self, reference):
         self.host = not _arrays.is_device_array(reference)
-        self._context = contextlib.nullcontext()
         self._copies = []
         if _SIMULATOR:
             self.stream = 0
-        elif self.host:
-            self.stream = cuda.default_stream()
         else:
-            cupy = _arrays._cupy()
-            device = getattr(reference, "device", None)
-            device_id = int(device.id) if device is not None else cupy.cuda.Device().id
-            self._context = cuda.gpus[device_id]
-            with cupy.cuda.Device(device_id):
-                ptr = cupy.cuda.get_current_stream().ptr
-            with self._context:
-                self.stream = cuda.external_stream(int(ptr))
+            # Copies and kernels go on CuPy's current stream in both modes, so
+            # they are ordered with the CuPy work around them (the index array
+            # of index_array included). Numba attaches to the CUDA context CuPy
+            # made current on this thread (the current device's primary one).
+            ptr = _arrays._cupy().cuda.get_current_stream().ptr
+            self.stream = cuda.external_stream(int(ptr))
 
     def __enter__(self):
-        self._context.__enter__()
         return self
 
-    def __exit__(self, *exc):
-        try:
-            if exc[0] is None and self._copies:
-                for device, host in self._copies:
-                    device.copy_to_host(host, stream=self.stream)
-                if not _SIMULATOR:
-                    self.stream.synchronize()
-        finally:
-            self._context.__exit__(*exc)
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None and self._copies:
+            for device, host in self._copies:
+                device.copy_to_host(host, stream=self.stream)
+            if not _SIMULATOR:
+                self.stream.synchronize()
 
     def view(self, a, copy_back=False):
         """A device view of ``a`` (a copy for host input).

@@ -18,7 +18,11 @@ def simulator_enabled():
 
 def missing_requirement():
     """Return None when the CUDA backend can run here, else (exception type, message)."""
-    if importlib.util.find_spec("numba_cuda") is None:
+    try:
+        found = importlib.util.find_spec("numba_cuda") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         return ImportError, (
             "backend='cuda' needs numba-cuda (the NVIDIA CUDA target for Numba), "
             f"which is not installed: {INSTALL_HINT}"
