@@ -210,3 +210,60 @@ def forward_tolerance(dense, dtype, x_scale):
     n = dense.shape[-1]
     cond = np.linalg.cond(dense) if n else 1.0
     return 8.0 * n * eps(dtype) * cond * x_scale
+
+
+# ---------------------------------------------------------------------------
+# band-only references for sizes too large for dense matrices
+
+
+def random_spd_bands_large(rng, n_items, w, T, k, dtype=np.float64):
+    """Random SPD band storage without forming M: symmetric diagonal blocks and
+    a diagonal made strictly dominant using the band's absolute row sums."""
+    bands = rng.uniform(-1.0, 1.0, (n_items, w + 1, T, k, k))
+    for d in range(1, w + 1):
+        bands[:, d, T - d:] = 0.0
+    diag = bands[:, 0]
+    diag[...] = (diag + np.swapaxes(diag, -1, -2)) / 2
+    row_sums = np.abs(diag).sum(axis=-1)
+    for d in range(1, w + 1):
+        if T - d > 0:
+            blk = np.abs(bands[:, d, : T - d])  # M[t+d, t]
+            row_sums[:, d:] += blk.sum(axis=-1)  # row t+d
+            row_sums[:, : T - d] += blk.sum(axis=-2)  # row t, from M[t, t+d] = blk^T
+    idx = np.arange(k)
+    diag[..., idx, idx] = row_sums + 1.0
+    return bands.astype(dtype)
+
+
+def band_matvec(bands, x):
+    """M x for lower band storage (full symmetric diagonal blocks), x (B, T, k, m)."""
+    B, n_diag, T, k, _ = bands.shape
+    y = np.einsum("btij,btjm->btim", bands[:, 0], x)
+    for d in range(1, n_diag):
+        if T - d > 0:
+            blk = bands[:, d, : T - d]
+            y[:, d:] += np.einsum("btij,btjm->btim", blk, x[:, : T - d])
+            y[:, : T - d] += np.einsum("btji,btjm->btim", blk, x[:, d:])
+    return y
+
+
+def band_norm1(bands):
+    """||M||_1 (= ||M||_inf, M symmetric) per item, from the band alone."""
+    b64 = np.abs(bands.astype(np.float64))
+    T = bands.shape[2]
+    rows = b64[:, 0].sum(axis=-1)
+    for d in range(1, bands.shape[1]):
+        if T - d > 0:
+            rows[:, d:] += b64[:, d, : T - d].sum(axis=-1)
+            rows[:, : T - d] += b64[:, d, : T - d].sum(axis=-2)
+    return rows.max(axis=(1, 2))
+
+
+def band_residual_ratio(bands, x, b):
+    """Largest ||M x - b||_1 / (||M||_1 ||x||_1 n eps) over the columns, per item."""
+    r = band_matvec(bands.astype(np.float64), x.astype(np.float64)) - b.astype(np.float64)
+    n = bands.shape[2] * bands.shape[3]
+    num = np.abs(r).sum(axis=(1, 2))
+    den = (band_norm1(bands)[:, None] * np.abs(x.astype(np.float64)).sum(axis=(1, 2))
+           * n * eps(x.dtype))
+    return (num / den).max(axis=-1)
