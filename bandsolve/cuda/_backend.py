@@ -17,6 +17,7 @@ Two modes, chosen by the array type of the operands:
   (on the same stream, then one synchronisation).
 """
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,8 +154,18 @@ def _zeros_like_kind(reference, shape, dtype):
     return np.zeros(shape, dtype=dtype)
 
 
+# Numba's simulator keeps the kernel being simulated in module-level state, so
+# launches from several Python threads would step on each other there; on a
+# GPU, launches from any thread are independent.
+_SIMULATOR_LAUNCH = threading.Lock()
+
+
 def _launch(spec, blocks, threads, stream, *args):
-    spec.kernel[blocks, threads, stream](*args)
+    if _SIMULATOR:
+        with _SIMULATOR_LAUNCH:
+            spec.kernel[blocks, threads, stream](*args)
+    else:
+        spec.kernel[blocks, threads, stream](*args)
 
 
 # ---------------------------------------------------------------------------

@@ -218,12 +218,14 @@ def _substitutions(k, w, G):
         for t in range(T):
             d_max = min(W, t)
             if live:
-                # x_t -= sum_d L[t, t-d] x_{t-d}: one entry (r, q) per thread
+                # x_t -= sum_d L[t, t-d] x_{t-d}: one entry (r, q) per thread,
+                # farthest block first, in the order the fused factor + solve
+                # applies the same terms (so both give identical bits)
                 for e in range(lane, n_entries, G):
                     r = e // nrhs
                     q = e - r * nrhs
                     v = x[xi, t, r, q]
-                    for d in range(1, d_max + 1):
+                    for d in range(d_max, 0, -1):
                         for p in range(K):
                             v -= L[li, d, t - d, r, p] * x[xi, t - d, p, q]
                     x[xi, t, r, q] = v
