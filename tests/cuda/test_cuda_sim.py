@@ -74,7 +74,7 @@ def test_factor_solve_logdet_match_dense_and_cpu(dtype, w, k, T):
     bands, _ = random_spd_bands(rng, (3,), w, T, k, dtype)
     dense_in = _input_matrix(bands)
     n = T * k
-    b = _rand(rng, (3, T, k, 2), dtype)
+    b = _rand(rng, (3, T, k, 3), dtype)  # nrhs != k: (T, k, nrhs) is unambiguous
 
     fac = bandsolve.cholesky(bands, backend="cuda")
     assert fac.backend == "cuda"
@@ -106,8 +106,8 @@ def test_factor_solve_logdet_match_dense_and_cpu(dtype, w, k, T):
     # the solve kernel: both paths give the same bits
     np.testing.assert_array_equal(x_fused[..., 0], x_factor)
     for i in range(3):
-        bi = b[i].reshape(n, 2)
-        xi = x_fused[i].reshape(n, 2)
+        bi = b[i].reshape(n, 3)
+        xi = x_fused[i].reshape(n, 3)
         assert residual_ratio(dense_in[i], xi, bi) < 30
         assert residual_ratio(dense_in[i], x_factor[i].reshape(n, 1), bi[:, :1]) < 30
         tol = forward_tolerance(dense_in[i], dtype, np.abs(x_cpu[i]).max())
