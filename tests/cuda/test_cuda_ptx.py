@@ -45,12 +45,15 @@ def _key_id(key):
 
 
 @pytest.fixture(scope="module")
-def compiled():
-    """Futures of every compilation, submitted at once to a process pool."""
-    workers = max(1, min(len(os.sched_getaffinity(0)), 8))
+def compiled(request):
+    """Futures of the selected tests' compilations, submitted at once to a process pool."""
+    selected = [item.callspec.params["key"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec")
+                and "key" in item.callspec.params]
+    workers = max(1, min(len(os.sched_getaffinity(0)), 8, len(selected)))
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        yield {key: pool.submit(compile_ptx_summary, *key, ARCHS) for key in KEYS}
+        yield {key: pool.submit(compile_ptx_summary, *key, ARCHS) for key in selected}
 
 
 @pytest.mark.parametrize("key", KEYS, ids=[_key_id(k) for k in KEYS])
