@@ -8,10 +8,13 @@ Storage (as in ``bandsolve._kernels``; i = batch item, blocks k x k)::
 
 Only the lower triangle of the diagonal blocks is read; the factor's diagonal
 blocks are lower triangular (zero above). Padding blocks (t + d >= T) are
-copied from A to L. Status ``info`` follows LAPACK (0 ok, j > 0 the leading
-minor of order j is not positive definite, -j a non-finite entry in scalar row
-j when ``check_finite``); failed items are filled with NaN and the other items
-are unaffected. The codes equal those of the CPU reference kernels.
+copied from A to L. Status ``info`` follows LAPACK: 0 ok, ``j > 0`` the
+leading minor of order j is not positive definite (its pivot is not finite
+and positive). A non-finite entry always fails the pivot of its row or an
+earlier one; with ``check_finite`` a failed item holding one reports ``-j``,
+j the first scalar row (``t*k + r + 1``) with a non-finite entry that is read.
+Failed items are filled with NaN; the other items are unaffected. These are
+the codes of the CPU backend.
 
 Algorithms
 ----------
@@ -298,7 +301,6 @@ def factor_kernel(plan):
     DT = _NUMBA_FLOAT[np.dtype(plan.dtype)]
     KK = K * K
     NW = W + 1
-    ROW_KEYS = NW * K  # non-finite keys per block row (see the row loads)
     SHARED = plan.window_in_shared
     WIN_SHAPE = (TEAMS, NW, NW, K, K) if SHARED else (1, 1, 1, 1, 1)
     _, backward = _substitutions(K, W, G)
@@ -315,9 +317,11 @@ def factor_kernel(plan):
         nrhs = x.shape[3]
         zero = DT(0)
         one = DT(1)
+        inf = DT(math.inf)
         valid = item < n_items
         live = valid
         status = 0
+        fail_step = T  # block row whose pivot failed
         # The window: block (row c+d, column c) is window[d, c % n_cols], a
         # ring over block columns in shared memory, or L[item] itself.
         if SHARED:
@@ -334,9 +338,9 @@ def factor_kernel(plan):
             n_sub = min(W, T - 1 - s)
             # Block rows enter the window: rows 0..w at step 0, row s+w later.
             # Entries of row r: blocks (r, r-d), d = 0..min(w, r), only the
-            # lower triangle on the diagonal. A non-finite entry is recorded as
-            # the smallest key r*ROW_KEYS + (w-d)*k + row: the reading order of
-            # the CPU kernel (farthest block first, the diagonal last).
+            # lower triangle on the diagonal. The first scalar row holding a
+            # non-finite entry is kept (atomic min) for the status; it has to
+            # be noted now, as L may overwrite A.
             if live:
                 first_row = 0 if s == 0 else s + W
                 for r in range(first_row, min(s + W + 1, T)):
@@ -350,20 +354,9 @@ def factor_kernel(plan):
                             v = A[item, d, r - d, rr, cc]
                             window[d, (r - d) % n_cols, rr, cc] = v
                             if check_finite and not math.isfinite(v):
-                                cuda.atomic.min(first_bad, team, r * ROW_KEYS + (W - d) * K + rr)
+                                cuda.atomic.min(first_bad, team, r * K + rr)
             if s == 0 or W == 0:
                 cuda.syncthreads()
-            # Deferred non-finite report of block row s (rows enter in order,
-            # so the smallest key belongs to the first row holding one).
-            bad_diag_row = -1
-            if live:
-                key = first_bad[team] - s * ROW_KEYS
-                if key < ROW_KEYS:
-                    if key < W * K:
-                        status = -(s * K + key % K + 1)
-                        live = False
-                    else:
-                        bad_diag_row = key - W * K
 
             # POTRF of the diagonal block, right-looking, lazy column scaling.
             col = s % n_cols
@@ -373,12 +366,10 @@ def factor_kernel(plan):
                 a = one
                 if live:
                     a = window[0, col, c, c]
-                    if c == bad_diag_row:
-                        status = -(s * K + c + 1)
-                        live = False
-                    elif not a > zero:
+                    if not (a > zero and a < inf):
                         status = s * K + c + 1
                         live = False
+                        fail_step = s
                 if live:
                     root = math.sqrt(a)
                     scale = one / root
@@ -467,6 +458,29 @@ def factor_kernel(plan):
 
         if nrhs > 0:
             backward(L, item, x, item, live, lane, T, nrhs)
+
+        # A non-finite entry always fails the pivot of its row or an earlier
+        # one. Failed items report the first scalar row holding a non-finite
+        # entry, if any: rows past those that entered the window are scanned
+        # now (they were not overwritten).
+        rescan = check_finite and valid and status != 0
+        if rescan:
+            first = min(fail_step + W + 1, T)
+            for e in range(lane, (T - first) * NW * KK, G):
+                t = first + e // (NW * KK)
+                rest = e - (t - first) * (NW * KK)
+                d = rest // KK
+                rc = rest - d * KK
+                rr = rc // K
+                cc = rc - rr * K
+                if t - d >= 0 and (d > 0 or cc <= rr):
+                    if not math.isfinite(A[item, d, t - d, rr, cc]):
+                        cuda.atomic.min(first_bad, team, t * K + rr)
+        cuda.syncthreads()
+        if rescan:
+            row = first_bad[team]
+            if row != _NO_KEY:
+                status = -(row + 1)
 
         if valid:
             if status == 0:

@@ -267,3 +267,40 @@ def band_residual_ratio(bands, x, b):
     den = (band_norm1(bands)[:, None] * np.abs(x.astype(np.float64)).sum(axis=(1, 2))
            * n * eps(x.dtype))
     return (num / den).max(axis=-1)
+
+
+# ---------------------------------------------------------------------------
+# the status contract, independently of any backend
+
+
+def reference_info(bands, check_finite):
+    """``info`` per item from a dense scalar Cholesky in float64.
+
+    0 ok; ``j > 0``: the pivot of scalar row j-1 is not finite and positive
+    (the first one); with ``check_finite`` a failed item that holds a
+    non-finite entry among those read (lower triangle of the band) reports
+    ``-j``, j - 1 the first scalar row holding one.
+    """
+    *_, T, k, _ = bands.shape
+    flat = bands.reshape((-1,) + bands.shape[-4:]).astype(np.float64)
+    out = np.zeros(flat.shape[0], dtype=np.int64)
+    for i, item in enumerate(flat):
+        lower = np.tril(dense_from_bands(item))  # exactly the entries that are read
+        in_band = np.tril(dense_from_bands(np.ones_like(item))) != 0
+        M = lower + np.tril(lower, -1).T
+        n = T * k
+        L = np.zeros((n, n))
+        code = 0
+        with np.errstate(all="ignore"):
+            for j in range(n):
+                v = M[j, j] - L[j, :j] @ L[j, :j]
+                if not (v > 0 and v < np.inf):
+                    code = j + 1
+                    break
+                L[j, j] = np.sqrt(v)
+                L[j + 1:, j] = (M[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+        bad_rows = np.flatnonzero((~np.isfinite(lower) & in_band).any(axis=1))
+        if check_finite and code and bad_rows.size:
+            code = -(int(bad_rows[0]) + 1)
+        out[i] = code
+    return out

@@ -21,6 +21,7 @@ from _cuda_cases import (
     eps,
     forward_tolerance,
     random_spd_bands,
+    reference_info,
     residual_ratio,
 )
 
@@ -260,49 +261,66 @@ def test_failed_items_are_nan_and_others_exact(dtype):
     assert gpu_err.value.order == cpu_err.value.order == 4
 
 
-def _failure_scenarios(rng, check_finite):
-    """Items of one batch, each with a failure (or an ignored bad entry) placed somewhere."""
+def _failure_scenarios(rng):
+    """Items of one batch (w=2, k=3, T=4), each with failures or ignored bad entries.
+
+    Returns the names, the bands and the codes derived by hand for
+    (check_finite=True, check_finite=False).
+    """
     w, k, T = 2, 3, 4
-    bad = np.inf if check_finite else np.nan
-    scenarios = {
-        "clean": [],
-        "nan off-diagonal d=2": [((2, 1, 2, 0), np.nan)],
-        "off-diagonal: farther block first": [((1, 2, 0, 2), np.nan), ((2, 1, 2, 1), np.nan)],
-        "off-diagonal: first row of the block": [((1, 1, 2, 0), np.nan), ((1, 1, 1, 2), np.nan)],
-        "diagonal, lower entry": [((0, 2, 2, 0), np.nan)],
-        "diagonal entry": [((0, 0, 1, 1), bad)],
-        "upper triangle ignored": [((0, 1, 0, 2), np.nan)],
-        "padding ignored": [((2, 3, 1, 1), np.nan), ((1, 3, 0, 0), np.inf)],
-        "not PD before a bad entry": [((0, 1, 0, 0), -100.0), ((1, 2, 1, 1), np.nan)],
-        "bad entry before not PD": [((1, 0, 0, 0), np.nan), ((0, 2, 0, 0), -100.0)],
-        "same block: bad row before not-PD row": [((0, 2, 1, 0), np.nan), ((0, 2, 2, 2), -100.0)],
-        "same block: not-PD row before bad row": [((0, 2, 0, 0), -100.0), ((0, 2, 2, 1), np.nan)],
-        "last block row": [((1, 2, 2, 1), np.nan)],
+    nan, inf = np.nan, np.inf
+    scenarios = {  # (d, t, r, c) -> value; block row t+d, scalar row (t+d)*k + r
+        "clean": ([], 0, 0),
+        "nan off-diagonal d=2": ([((2, 1, 2, 0), nan)], -12, 12),
+        "two bad rows, first one wins": ([((1, 2, 0, 2), inf), ((2, 1, 2, 1), nan)], -10, 10),
+        "inf off-diagonal": ([((1, 1, 2, 0), inf)], -9, 9),
+        "diagonal block, lower entry": ([((0, 2, 2, 0), nan)], -9, 9),
+        "inf on the diagonal": ([((0, 0, 1, 1), inf)], -2, 2),
+        "upper triangle ignored": ([((0, 1, 0, 2), nan)], 0, 0),
+        "padding ignored": ([((2, 3, 1, 1), nan), ((1, 3, 0, 0), inf)], 0, 0),
+        "not PD, bad entry later in a loaded row": ([((0, 1, 0, 0), -100.0), ((1, 2, 1, 1), nan)], -11, 4),
+        "not PD, bad entry in a row not yet loaded": ([((0, 0, 0, 0), -100.0), ((1, 2, 0, 1), nan)], -10, 1),
+        "bad entry before not PD": ([((1, 0, 0, 0), nan), ((0, 2, 0, 0), -100.0)], -4, 4),
+        "same block: bad row then not-PD row": ([((0, 2, 1, 0), nan), ((0, 2, 2, 2), -100.0)], -8, 8),
+        "same block: not-PD row then bad row": ([((0, 2, 0, 0), -100.0), ((0, 2, 2, 1), nan)], -9, 7),
+        "not PD only": ([((0, 3, 1, 1), -100.0)], 11, 11),
     }
     bands, _ = random_spd_bands(rng, (len(scenarios),), w, T, k)
-    for i, changes in enumerate(scenarios.values()):
+    for i, (changes, _, _) in enumerate(scenarios.values()):
         for (d, t, r, c), value in changes:
             bands[i, d, t, r, c] = value
-    return list(scenarios), bands
+    codes = {True: [v[1] for v in scenarios.values()], False: [v[2] for v in scenarios.values()]}
+    return list(scenarios), bands, codes
 
 
+# inf - inf in the simulated (NumPy scalar) arithmetic of the failing items
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("check_finite", [True, False])
-def test_info_codes_equal_cpu(check_finite):
-    names, bands = _failure_scenarios(np.random.default_rng(2), check_finite)
+def test_info_codes_follow_the_contract(check_finite):
+    names, bands, by_hand = _failure_scenarios(np.random.default_rng(2))
+    want = reference_info(bands, check_finite)
+    np.testing.assert_array_equal(want, by_hand[check_finite])  # the reference agrees
     be = _backend()
     L = np.empty_like(bands)
     info = be.factor(bands, L, check_finite)
-    L_cpu = np.empty_like(bands)
-    info_cpu = cpu.factor(bands, L_cpu, check_finite)
     assert isinstance(info, np.ndarray) and info.dtype == np.int64
-    for name, got, want in zip(names, info, info_cpu):
-        assert got == want, f"{name}: info {got}, CPU {want}"
-    failed = info_cpu != 0
-    assert failed.sum() >= 9  # the scenarios do fail
+    for name, got, code in zip(names, info, want):
+        assert got == code, f"{name}: info {got}, expected {code}"
+    failed = want != 0
     assert np.all(np.isnan(L[failed]))
-    np.testing.assert_allclose(L[~failed], L_cpu[~failed], rtol=1e-12, atol=1e-12)
-    if check_finite:
-        assert np.all(info_cpu[1:6] < 0)
+    ok_ref = np.empty_like(bands[~failed])
+    cpu.factor(bands[~failed], ok_ref, False)
+    np.testing.assert_allclose(L[~failed], ok_ref, rtol=1e-12, atol=1e-12)
+
+    # in place: the input is overwritten, the codes must not change
+    in_place = bands.copy()
+    np.testing.assert_array_equal(be.factor(in_place, in_place, check_finite), want)
+    # and the fused factor + solve reports the same
+    x = np.ones((len(names), 4, 3, 1))
+    info = be.factor_solve(bands.copy(), x, be.index_array(np.arange(len(names))),
+                           check_finite, True)
+    np.testing.assert_array_equal(info, want)
+    assert np.all(np.isnan(x[failed])) and np.all(np.isfinite(x[~failed]))
 
 
 # ---------------------------------------------------------------------------
