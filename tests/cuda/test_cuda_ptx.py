@@ -48,7 +48,7 @@ def _key_id(key):
 def compiled(request):
     """Futures of the selected tests' compilations, submitted at once to a process pool."""
     selected = [item.callspec.params["key"] for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec")
+                if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
                 and "key" in item.callspec.params]
     workers = max(1, min(len(os.sched_getaffinity(0)), 8, len(selected)))
     context = multiprocessing.get_context("spawn")
