@@ -45,32 +45,32 @@ def plan_for(dtype, block_size, bandwidth):
 
 
 @dataclass(frozen=True)
-class DeviceIndex:
-    """Right-hand-side-to-matrix index on the device, with its shape known on the host.
+class BatchIndex:
+    """The right-hand-side-to-matrix index of one API call, kept on the host.
 
-    ``identity`` is True when item i uses matrix i (no broadcasting), which
-    lets :func:`factor_solve` fuse the factor and the solve in one launch.
+    ``identity`` is True when item i uses matrix i (no broadcasting): then
+    :func:`factor_solve` fuses the factor and the solve and never needs the
+    index, and a kernel that does gets ``arange`` made on the device.
+    Otherwise the index is copied to the device, on the operation's stream,
+    when a kernel needs it.
     """
 
-    array: object
+    host: np.ndarray
     identity: bool
 
 
 def index_array(index):
-    """Move the int64 index array to the device (once per API call)."""
-    if isinstance(index, DeviceIndex):
+    """Wrap the API's int64 index array (no device work until a kernel needs it)."""
+    if isinstance(index, BatchIndex):
         return index
     index = np.ascontiguousarray(index, dtype=np.int64)
-    identity = bool(np.array_equal(index, np.arange(index.size)))
-    if _SIMULATOR:
-        return DeviceIndex(index, identity)
-    return DeviceIndex(_arrays._cupy().asarray(index), identity)
+    return BatchIndex(index, bool(np.array_equal(index, np.arange(index.size))))
 
 
 def _is_identity(index, n_items, n_matrices):
     if n_items != n_matrices:
         return False
-    if isinstance(index, DeviceIndex):
+    if isinstance(index, BatchIndex):
         return index.identity
     if _arrays.is_device_array(index):
         return False  # unknown without a host synchronisation
@@ -118,8 +118,11 @@ class _Staging:
         With ``copy_back`` the view's final contents are written into the
         host array ``a`` when the operation ends.
         """
-        if isinstance(a, DeviceIndex):
-            a = a.array
+        if isinstance(a, BatchIndex):
+            if a.identity and not _SIMULATOR:
+                a = _arrays._cupy().arange(a.host.size, dtype=np.int64)
+            else:
+                a = a.host
         if _arrays.is_device_array(a):
             return cuda.as_cuda_array(a, sync=False)
         d = cuda.to_device(np.ascontiguousarray(a), stream=self.stream)
@@ -241,22 +244,20 @@ def _empty_like(a):
 def _groups(index, n_items, n_matrices):
     """CSR groups of the right-hand-side items sharing each matrix (no host sync)."""
     if _is_identity(index, n_items, n_matrices):
-        xp = _arrays._cupy() if _arrays.is_device_array(_raw(index)) else np
-        items = xp.arange(n_matrices, dtype=np.int64)
-        return xp.arange(n_matrices + 1, dtype=np.int64), items
-    index = _raw(index)
+        xp = np if _SIMULATOR else _arrays._cupy()
+        return (xp.arange(n_matrices + 1, dtype=np.int64),
+                xp.arange(n_matrices, dtype=np.int64))
+    if isinstance(index, BatchIndex):
+        index = index.host
     if _arrays.is_device_array(index):
         xp = _arrays._cupy()
         order = xp.argsort(index)
     else:
         xp = np
+        index = np.asarray(index)
         order = np.argsort(index, kind="stable")
     start = xp.searchsorted(index[order], xp.arange(n_matrices + 1, dtype=np.int64))
     return start.astype(np.int64), order.astype(np.int64)
-
-
-def _raw(index):
-    return index.array if isinstance(index, DeviceIndex) else index
 
 
 def band_cotangent(bbar, x, index, n_matrices, n_diag):
