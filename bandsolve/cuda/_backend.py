@@ -157,18 +157,20 @@ def _zeros_like_kind(reference, shape, dtype):
     return np.zeros(shape, dtype=dtype)
 
 
-# Numba's simulator keeps the kernel being simulated in module-level state, so
-# launches from several Python threads would step on each other there; on a
-# GPU, launches from any thread are independent.
-_SIMULATOR_LAUNCH = threading.Lock()
+# Numba's simulator keeps the kernel being simulated in module-level state and
+# swaps the ``cuda`` name of the kernels' module while one runs, so building
+# and launching kernels from several Python threads would step on each other
+# there; on a GPU, launches from any thread are independent.
+_SIMULATOR_LOCK = threading.Lock()
 
 
-def _launch(spec, blocks, threads, stream, *args):
+def _launch(factory, key, blocks, threads, stream, *args):
+    """Launch ``factory(*key).kernel`` (the factory is memoised) on ``stream``."""
     if _SIMULATOR:
-        with _SIMULATOR_LAUNCH:
-            spec.kernel[blocks, threads, stream](*args)
+        with _SIMULATOR_LOCK:
+            factory(*key).kernel[blocks, threads, 0](*args)
     else:
-        spec.kernel[blocks, threads, stream](*args)
+        factory(*key).kernel[blocks, threads, stream](*args)
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def _factor(bands, L, x, check_finite):
         else:
             d_x = st.view(x, copy_back=True)
         plan = plan_for(bands.dtype, k, n_diag - 1)
-        _launch(K.factor_kernel(plan), plan.blocks_for(n_items), plan.threads_per_block,
+        _launch(K.factor_kernel, (plan,), plan.blocks_for(n_items), plan.threads_per_block,
                 st.stream, d_bands, d_L, d_x, d_info, bool(check_finite))
     return info
 
@@ -215,7 +217,7 @@ def solve(L, x, index):
     with _Staging(x) as st:
         d_x = st.view(x, copy_back=True)
         plan = plan_for(x.dtype, k, L.shape[1] - 1)
-        _launch(K.solve_kernel(plan), plan.blocks_for(n_items), plan.threads_per_block,
+        _launch(K.solve_kernel, (plan,), plan.blocks_for(n_items), plan.threads_per_block,
                 st.stream, st.view(L), d_x, st.view(index))
 
 
@@ -270,7 +272,7 @@ def band_cotangent(bbar, x, index, n_matrices, n_diag):
         out, d_out = st.new(shape, x.dtype)
         start, items = _groups(index, n_items, n_matrices)
         blocks = -(-out.size // K.FLAT_BLOCK)
-        _launch(K.cotangent_kernel(x.dtype.name, k, n_diag - 1), blocks, K.FLAT_BLOCK,
+        _launch(K.cotangent_kernel, (x.dtype.name, k, n_diag - 1), blocks, K.FLAT_BLOCK,
                 st.stream, st.view(bbar), st.view(x), st.view(start), st.view(items), d_out)
     return out
 
@@ -282,6 +284,7 @@ def logdet(L):
         return _zeros_like_kind(L, (0,), L.dtype)
     with _Staging(L) as st:
         out, d_out = st.new((n_items,), L.dtype)
-        _launch(K.logdet_kernel(L.dtype.name, _LOGDET_THREADS), n_items, _LOGDET_THREADS, st.stream,
+        _launch(K.logdet_kernel, (L.dtype.name, _LOGDET_THREADS), n_items, _LOGDET_THREADS,
+                st.stream,
                 st.view(L), d_out)
     return out

@@ -421,3 +421,30 @@ def test_scalar_band_matches_scipy():
         bands[d, : n - d, 0, 0] = ab[u - d, d:]
     x = bandsolve.solve(bands, b.reshape(n, 1, 2), backend="cuda")
     np.testing.assert_allclose(x.reshape(n, 2), solveh_banded(ab, b), rtol=1e-12)
+
+
+def test_threads_building_and_launching_kernels_concurrently():
+    """First uses of several specialisations from several threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bandsolve.cuda import _kernels as K
+
+    for factory in (K.factor_kernel, K.solve_kernel, K.cotangent_kernel, K.logdet_kernel):
+        factory.cache_clear()  # every thread below builds kernels on first use
+    rng = np.random.default_rng(12)
+    jobs = []
+    for w, k, T in (CASES[2], CASES[3], CASES[4], CASES[5]):
+        bands, _ = random_spd_bands(rng, (2,), w, T, k)
+        jobs.append((bands, rng.standard_normal((2, T, k, 3))))
+
+    def work(job):
+        bands, b = job
+        x, vjp = bandsolve.solve_vjp(bands, b, backend="cuda")
+        return x, vjp(np.ones_like(x))[0]
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(work, jobs))
+    for (bands, b), (x, d_bands) in zip(jobs, results):
+        x_ref, vjp_ref = bandsolve.solve_vjp(bands, b, backend="cpu")
+        np.testing.assert_allclose(x, x_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(d_bands, vjp_ref(np.ones_like(x_ref))[0], rtol=1e-9, atol=1e-12)
