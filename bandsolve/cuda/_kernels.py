@@ -65,7 +65,9 @@ never exchange data. Inside a team the k x k block operations are split as:
 * panel TRSM and the fused forward solve: one row of the panel (or one
   right-hand side) per thread, a sequential substitution over k columns;
 * triangular solves in ``solve_kernel``: one entry (r, q) of the k x nrhs
-  block per thread, k barrier-separated column steps.
+  block per thread, k barrier-separated column steps. Its off-diagonal terms
+  are subtracted farthest block first, the order in which the fused kernel
+  applies them, so the fused and the two-kernel solves give the same bits.
 
 Teams of one CUDA block step through the same T, k and w, so they reach the
 same ``syncthreads`` barriers in lockstep; a team whose item failed (or lies
