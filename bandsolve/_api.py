@@ -158,8 +158,9 @@ class BandedCholesky:
         upper form). Items that failed to factor are NaN.
     info : int array, shape (...)
         Per-item status without raising: 0 success, ``j > 0`` the leading minor
-        of order ``j`` is not positive definite. On the GPU it stays on the
-        device (no host synchronisation).
+        of order ``j`` is not positive definite (inf/NaN input, when not
+        rejected by ``check_finite``, shows up as such a failure). On the GPU
+        it stays on the device (no host synchronisation).
     lower : bool
         Storage form of the input and of :attr:`factor`.
     batch_shape, bandwidth, n_blocks, block_size : tuple, int, int, int
@@ -297,9 +298,11 @@ def cholesky(bands, *, lower=True, overwrite=False, check_finite=True, check=Tru
         Raise ValueError when an entry that is read is inf or NaN.
     check : bool, optional
         Raise :class:`LinAlgError` when a matrix is not positive definite. With
-        ``check=False`` nothing is raised, failed items are NaN and
-        :attr:`BandedCholesky.info` reports them (no host synchronisation on
-        the GPU).
+        ``check=False`` no LinAlgError is raised, failed items are NaN and
+        :attr:`BandedCholesky.info` reports them. ``check_finite=True`` still
+        raises ValueError for inf/NaN input; on the GPU that check needs one
+        host synchronisation, so pass ``check=False, check_finite=False`` for
+        none at all.
     backend : {"auto", "cpu", "cuda"}, optional
         ``"auto"`` uses the GPU for CuPy (``__cuda_array_interface__``) input.
 

@@ -288,6 +288,8 @@ def main(argv=None):
                         help="timed repeats per measurement (median); default 5, 3 with --quick")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only the cases whose name contains one of these strings")
+    parser.add_argument("--no-smnn", action="store_true",
+                        help="skip the smnn table (benchmarks/compare_smnn.py)")
     opts = parser.parse_args(argv)
     if opts.repeats is None:
         opts.repeats = 3 if opts.quick else 5
@@ -302,6 +304,12 @@ def main(argv=None):
     print(f"times: median of {opts.repeats} after a warm-up; x = peer time / ours; "
           "mem/io = peak additional memory / (inputs + outputs)")
     print_table(rows)
+    if not opts.no_smnn:
+        # smnn forward / forward+vjp against dense and banded PyTorch peers, same run
+        import compare_smnn
+
+        print("\nsmnn (S-MNN layer) against PyTorch peers:")
+        compare_smnn.main(["--quick"] if opts.quick else [])
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

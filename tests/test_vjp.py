@@ -158,7 +158,7 @@ def _fd_tolerance(bands_lower, b, g, E, x, h, dtype):
 FD_CASES = [
     # bands batch, b batch, nrhs
     ((2,), (2,), None),
-    ((2,), (2,), 3),
+    ((2,), (2,), 4),         # nrhs != k: with T = k = nrhs the vector form is read
     ((2, 1), (3,), None),    # bands shared by several b
     ((), (3,), 2),           # one matrix, several right-hand sides
     ((3,), (), None),        # b shared by several bands
