@@ -43,7 +43,7 @@ from ._simd import (
     LANES, prefetch, vadd, vfnma, vlane, vload, vmul, vrecip, vsplat, vsqrt, vstore, vtranspose,
 )
 
-_AHEAD = 2  # block rows prefetched ahead of the one being gathered
+_AHEAD = 2  # block rows prefetched ahead of the one being gathered (where used)
 _OPTS = dict(cache=True, nogil=True, fastmath={"contract"})
 _INLINE = dict(_OPTS, inline="always")
 
@@ -448,7 +448,6 @@ def factor_solve(A, X, info, n_threads):
                 stat[l] = 0
             for t in range(T):
                 dmax = min(n_diag - 1, t)
-                _prefetch_block_row(A2, items, T, t + _AHEAD, n_diag, k)
                 for d in range(dmax + 1):
                     _gather_block(A2, items, ((d * T + t - d) * k) * k, W,
                                   t * row_stride + d * block, k)
@@ -491,7 +490,6 @@ def factor(A, L, info, n_threads):
             for t in range(T):
                 dmax = min(n_diag - 1, t)
                 own = (t % n_diag) * row_stride
-                _prefetch_block_row(A2, items, T, t + _AHEAD, n_diag, k)
                 for d in range(dmax + 1):
                     _gather_block(A2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
                 _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n_diag)
@@ -539,7 +537,6 @@ def solve(L, X, index, n_threads):
             for t in range(T):
                 dmax = min(n_diag - 1, t)
                 own = (t % n_diag) * row_stride
-                _prefetch_block_row(L2, items, T, t + _AHEAD, n_diag, k)
                 for d in range(dmax + 1):
                     _gather_block(L2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
                 _diag_reciprocals(W, R, t, k, row_stride, n_diag)
