@@ -27,7 +27,7 @@ failed items (``scan_nonfinite`` in ``_kernels_simd.py``), which turns their
 code into ``-j``, j the first scalar row holding a non-finite entry.
 
 These kernels work for any k and w and are the reference for the tuned kernels
-in ``_kernels_fast.py``. They take contiguous, already validated arrays.
+in ``_kernels_simd.py`` and ``_kernels_part.py``. They take contiguous, already validated arrays.
 """
 
 import math

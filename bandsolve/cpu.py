@@ -16,12 +16,21 @@ dtype, with the batch flattened to one leading axis:
     (n_matrices, w+1, T, k, k): minus the symmetrised outer products of the
     adjoint, summed over the right-hand-side items that share a matrix.
 ``logdet(L) -> (B,)``
+
+How ``factor_solve`` runs here, by batch size B (``LANES`` = 8 systems per
+SIMD chunk, ``threads`` Numba threads):
+
+* B >= 2 threads LANES: the fused kernel, batch items in the lanes.
+* Fewer items than lanes (one long sequence above all): each system is cut
+  into pieces that fill the lanes and threads, with a Schur complement on
+  the separators (``_kernels_part.py``, :func:`factor_solve_partitioned`).
+* Otherwise, and for short systems: factor then solve, windowed kernels.
 """
 
 import numba
 import numpy as np
 
-from . import _kernels, _kernels_simd
+from . import _kernels, _kernels_part, _kernels_simd
 
 __all__ = ["factor", "solve", "factor_solve", "band_cotangent", "logdet"]
 
@@ -125,6 +134,12 @@ def factor_solve(bands, x, index, check_finite, overwrite):
         _serial_if_one(threads, _kernels_simd.factor_solve, bands, x, info, threads)
         _classify_failures(bands, info, check_finite)
         return info
+    parts = partitions_for(B, bands.shape[2], bands.shape[1] - 1, numba.get_num_threads())
+    if parts > 1 and flops >= PARTITION_MIN_FLOPS:
+        threads = _threads_for(-(-B * parts // _kernels_simd.LANES), flops)
+        if _serial_if_one(threads, factor_solve_partitioned, bands, x, parts, threads):
+            return info
+        # a pivot failed (x untouched): the sequential path below finds info
     # Small batch: factor into a band-sized array (the input's own when allowed),
     # then solve; both kernels keep only a window of w+1 block rows.
     L = bands if overwrite else np.empty_like(bands)
@@ -134,6 +149,100 @@ def factor_solve(bands, x, index, check_finite, overwrite):
     if failed.any():
         x[failed[index]] = np.nan
     return info
+
+
+#: A partition's interior has at least this many block rows (and 2w).
+PARTITION_MIN_ROWS = 32
+#: Below this many flops the partitioned path's fixed cost (the Schur system
+#: is assembled with NumPy) outweighs its gain.
+PARTITION_MIN_FLOPS = 2e6
+
+
+def partitions_for(B, T, w, threads):
+    """How many pieces to cut each of B systems into for ``factor_solve``.
+
+    1 (no partitioning) when the batch fills the LANES lanes of every thread on
+    its own or the systems are too short; otherwise enough pieces for two
+    chunks of lanes per thread, each piece at least PARTITION_MIN_ROWS long.
+    """
+    lanes = max(threads, 1) * _kernels_simd.LANES
+    if B >= lanes:
+        return 1
+    P = -(-2 * lanes // B)
+    P = min(P, (T + w) // (PARTITION_MIN_ROWS + w))
+    if P < 2:
+        return 1
+    n = -(-(T + w) // P) - w
+    if n < max(PARTITION_MIN_ROWS, 2 * w, P):
+        return 1
+    return P
+
+
+def factor_solve_partitioned(bands, x, P, threads):
+    """``factor_solve`` with each system cut into P pieces (see ``_kernels_part``).
+
+    Returns False, with ``x`` untouched, when a pivot fails in an interior or
+    in the Schur complement (the matrix is then not positive definite, or not
+    finite): the caller redoes the solve with the sequential kernels, which
+    find the exact failing leading minor.
+    """
+    B, n_diag, T, k = bands.shape[:4]
+    w = n_diag - 1
+    wk = w * k
+    nrhs = x.shape[3]
+    n = -(-(T + w) // P) - w
+    s = n + w
+    # n >= w: separators do not couple to each other; (P-1) s < T: every
+    # separator row is a real row (the padding stays inside the last piece)
+    if P < 2 or n < w or (P - 1) * s >= T:
+        raise ValueError(f"cannot cut T = {T} block rows (w = {w}) into P = {P} pieces")
+    lanes = _kernels_simd.LANES
+    Q = B * P
+    n_chunks = -(-Q // lanes)
+    dt = bands.dtype
+    Lbuf = np.empty((n_chunks, n * n_diag * k * k * lanes), dtype=dt)
+    Rbuf = np.empty((n_chunks, n * k * lanes), dtype=dt)
+    Ybuf = np.empty((n_chunks, n * k * nrhs * lanes), dtype=dt)
+    GLL, GRL, GRR = (np.empty((Q, wk, wk), dtype=dt) for _ in range(3))
+    GLb, GRb = (np.empty((Q, wk, nrhs), dtype=dt) for _ in range(2))
+    stat = np.zeros(Q, dtype=np.int64)
+    _kernels_part.part_forward(bands, x, P, n, Lbuf, Rbuf, Ybuf, GLL, GRL, GRR, GLb, GRb,
+                               stat, threads)
+    if stat.any():
+        return False
+    # Schur complement on the P - 1 separators: block tridiagonal, blocks wk x wk.
+    rows = (np.arange(1, P) * s - w)[:, None] + np.arange(w)          # (P-1, w)
+    S = np.zeros((B, 2, P - 1, w, k, w, k), dtype=dt)
+    for u in range(w):
+        for v in range(u + 1):
+            blk = bands[:, u - v, rows[:, v]]                          # (B, P-1, k, k)
+            if u == v:
+                blk = np.tril(blk) + np.swapaxes(np.tril(blk, -1), -1, -2)
+                S[:, 0, :, u, :, u, :] = blk
+            else:
+                S[:, 0, :, u, :, v, :] = blk
+                S[:, 0, :, v, :, u, :] = np.swapaxes(blk, -1, -2)
+    S = S.reshape(B, 2, P - 1, wk, wk)
+
+    def full(G):  # lower triangle -> symmetric
+        return np.tril(G) + np.swapaxes(np.tril(G, -1), -1, -2)
+
+    GLL = full(GLL).reshape(B, P, wk, wk)
+    GRR = full(GRR).reshape(B, P, wk, wk)
+    S[:, 0] += GRR[:, :P - 1] + GLL[:, 1:]
+    S[:, 1, :P - 2] = GRL.reshape(B, P, wk, wk)[:, 1:P - 1]
+    g = x[:, rows].reshape(B, P - 1, wk, nrhs)
+    g += GRb.reshape(B, P, wk, nrhs)[:, :P - 1] + GLb.reshape(B, P, wk, nrhs)[:, 1:]
+    info = np.zeros(B, dtype=np.int64)
+    _kernels.factor(S, S, info)
+    if info.any():
+        return False
+    _kernels.solve(S, g, np.arange(B, dtype=np.int64))
+    XS = np.zeros((B, P + 1, w, k, nrhs), dtype=dt)
+    XS[:, 1:P] = g.reshape(B, P - 1, w, k, nrhs)
+    x[:, rows] = XS[:, 1:P]
+    _kernels_part.part_backward(bands, x, P, n, Lbuf, Rbuf, Ybuf, XS, threads)
+    return True
 
 
 def group_by_matrix(index, n_matrices):

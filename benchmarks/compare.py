@@ -187,10 +187,11 @@ def _scipy_loop(ab, b_cols, check_finite):
     return run
 
 
-def bandsolve_factor_solve_row(name, case, repeats, dtype=np.float64, peers=True):
+def bandsolve_factor_solve_row(name, case, repeats, dtype=np.float64, peers=True,
+                               kind="dominant"):
     """Row for one factor+solve case: bandsolve vs SciPy loop and dense NumPy."""
     B, T, k, w = case
-    bands, b = make_system(B, T, k, w, dtype)
+    bands, b = make_system(B, T, k, w, dtype, kind=kind)
     ours = median_time(lambda: bandsolve.solve(bands, b), repeats)
     flops = B * (factor_flops(T, k, w) + solve_flops(T, k, w))
     row = Row("bandsolve", name, f"{B}, {T}, {k}, {w}", ours, gflops=flops / ours / 1e9)
@@ -247,10 +248,13 @@ def bandsolve_suite(opts):
     for B, T, k, w in MEMORY_SERIES:
         if (B, T, k, w) not in [c for _, c, _ in cases]:
             cases.append((f"memory T={T:g}", (B, T, k, w), True))
+    # one long ill-conditioned chain: the partitioned solver's worst case
+    cases.append(("latency, chain", CASES["latency"], True))
     for name, case, peers in cases:
         if opts.only and not any(o in name for o in opts.only):
             continue
-        rows.append(bandsolve_factor_solve_row(name, case, opts.repeats, peers=peers))
+        kind = "chain" if name.endswith("chain") else "dominant"
+        rows.append(bandsolve_factor_solve_row(name, case, opts.repeats, peers=peers, kind=kind))
         print(f"  measured {name}", file=sys.stderr, flush=True)
     if not opts.quick:
         # float32 at the baseline size (SciPy computes in float32 too)

@@ -35,8 +35,14 @@ MEMORY_SERIES = [(1, 1000, 9, 1), (1, 10000, 9, 1), (1, 100000, 9, 1)]
 _DISTINCT = 8  # distinct matrices generated; larger batches repeat them
 
 
-def make_system(B, T, k, w, dtype=np.float64, nrhs=None, seed=0):
+def make_system(B, T, k, w, dtype=np.float64, nrhs=None, seed=0, kind="dominant"):
     """A batch of SPD block-banded matrices and right-hand sides.
+
+    ``kind="chain"`` (w = 1 only) gives instead a discrete-Laplacian-like
+    chain, diagonal blocks (1.9 + 1e-4) I plus a PSD perturbation of norm
+    below 0.05 and off-diagonal blocks -0.95 I: condition number about 4e4
+    and an inverse that decays slowly (about 1 % per block row), the hard case
+    for the partitioned solver of small batches.
 
     Off-diagonal band entries are uniform in [-1, 1] / ((2w+1) k) and the
     diagonal blocks get 2 I added, so every row of M has off-diagonal absolute
@@ -60,8 +66,18 @@ def make_system(B, T, k, w, dtype=np.float64, nrhs=None, seed=0):
     """
     rng = np.random.default_rng(seed)
     n_distinct = min(B, _DISTINCT)
-    one = rng.uniform(-1.0, 1.0, (n_distinct, w + 1, T, k, k)) / ((2 * w + 1) * k)
-    one[:, 0] += 2.0 * np.eye(k)
+    if kind == "chain":
+        if w != 1:
+            raise ValueError(f"kind='chain' needs w = 1, got w = {w}")
+        G = rng.uniform(-1.0, 1.0, (n_distinct, T, k, k)) * (0.2 / k)
+        one = np.zeros((n_distinct, 2, T, k, k))
+        one[:, 0] = (1.9 + 1e-4) * np.eye(k) + G @ np.swapaxes(G, -1, -2)
+        one[:, 1, :-1] = -0.95 * np.eye(k)
+    elif kind == "dominant":
+        one = rng.uniform(-1.0, 1.0, (n_distinct, w + 1, T, k, k)) / ((2 * w + 1) * k)
+        one[:, 0] += 2.0 * np.eye(k)
+    else:
+        raise ValueError(f"kind must be 'dominant' or 'chain', got {kind!r}")
     one = one.astype(dtype)
     bands = np.empty((B, w + 1, T, k, k), dtype=dtype)
     for start in range(0, B, n_distinct):
