@@ -193,3 +193,28 @@ def test_partitions_for(B, T, w, threads, expected):
     assert P == expected
     if P > 1:
         assert P in valid_pieces(T, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_vflush_and_vabsmax(dtype):
+    """The two SIMD helpers the partitioned path relies on, lane by lane."""
+    from numba import njit
+
+    from bandsolve._simd import LANES, vabsmax, vflush, vload, vstore
+
+    @njit
+    def run(x, m, flushed, mx):
+        vstore(flushed, 0, vflush(vload(x, 0)))
+        vstore(mx, 0, vabsmax(vload(m, 0), vload(x, 0)))
+
+    info = np.finfo(dtype)
+    sub = info.tiny / 4  # subnormal
+    values = [sub, -sub, info.tiny, -info.tiny, 1.5, -2.5, 0.0, np.nan]
+    x = np.array((values * LANES)[:LANES], dtype=dtype)
+    m = np.full(LANES, 2.0, dtype=dtype)
+    flushed = np.empty_like(x)
+    mx = np.empty_like(x)
+    run(x, m, flushed, mx)
+    expected = np.where(np.abs(x) < info.tiny, 0.0, x).astype(dtype)
+    np.testing.assert_array_equal(flushed, expected)  # NaN stays NaN
+    np.testing.assert_array_equal(mx, np.where(np.isnan(x), np.nan, np.maximum(2.0, np.abs(x))))
