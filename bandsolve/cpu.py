@@ -27,6 +27,8 @@ SIMD chunk, ``threads`` Numba threads):
 * Otherwise, and for short systems: factor then solve, windowed kernels.
 """
 
+import math
+
 import numba
 import numpy as np
 
@@ -163,13 +165,19 @@ def partitions_for(B, T, w, threads):
 
     1 (no partitioning) when the batch fills the LANES lanes of every thread on
     its own or the systems are too short; otherwise enough pieces for two
-    chunks of lanes per thread, each piece at least PARTITION_MIN_ROWS long.
+    chunks of lanes per thread (rounded up so that no lane idles), each piece
+    at least PARTITION_MIN_ROWS long.
     """
     lanes = max(threads, 1) * _kernels_simd.LANES
     if B >= lanes:
         return 1
     P = -(-2 * lanes // B)
-    P = min(P, (T + w) // (PARTITION_MIN_ROWS + w))
+    # B P a multiple of LANES where possible: no lane of the last chunk idle
+    multiple = _kernels_simd.LANES // math.gcd(B, _kernels_simd.LANES)
+    P = -(-P // multiple) * multiple
+    P_max = (T + w) // (PARTITION_MIN_ROWS + w)
+    if P > P_max:
+        P = P_max // multiple * multiple if P_max >= multiple else P_max
     if P < 2:
         return 1
     n = -(-(T + w) // P) - w

@@ -181,10 +181,12 @@ def test_invalid_piece_count_is_rejected():
     "B, T, w, threads, expected",
     [
         (1, 100000, 1, 2, 32),    # one long sequence: two chunks of lanes per thread
-        (3, 100000, 1, 2, 11),
+        (3, 100000, 1, 2, 16),    # 3 x 16 pieces fill 6 chunks exactly
+        (6, 100000, 1, 2, 8),
         (16, 100000, 1, 2, 1),    # the batch fills the lanes on its own
         (1, 40, 1, 2, 1),         # too short to cut
-        (1, 1000, 1, 2, 30),      # pieces of at least PARTITION_MIN_ROWS rows
+        (1, 1000, 1, 2, 24),      # pieces of at least PARTITION_MIN_ROWS rows
+        (1, 200, 1, 2, 6),
         (1, 100000, 1, 1, 16),
     ],
 )
