@@ -28,9 +28,11 @@ another gets size-1 axes), so vmap composes with the functions' own
 broadcasting.
 
 Residuals. A callback returns arrays only, so the factorisation built in the
-forward cannot reach the backward callback; the backward keeps the inputs as
-residuals and calls the array-level ``*_vjp`` on them, which re-factors
-(about the cost of the forward) before applying the adjoint.
+forward cannot reach the backward callback. ``solve`` keeps its inputs and
+output x as residuals and calls :func:`bandsolve.solve_adjoint` (one fused
+factor + solve for b_bar, about the cost of the forward, then the band
+cotangent); ``ode_forward`` keeps its inputs and calls ``smnn.ode_vjp``,
+which re-assembles and re-factors before applying the adjoint.
 
 Errors found at trace time (dtypes, shapes) raise TypeError / ValueError
 naming the argument. Errors found by the array-level function while it runs
@@ -232,11 +234,10 @@ def _solve_kernel(options, bands, b):
     return (x,)
 
 
-def _solve_vjp_kernel(options, bands, b, g):
-    # The forward already checked the inputs for inf/NaN.
-    _, vjp = bandsolve.solve_vjp(bands, b, lower=options.lower, check_finite=False,
-                                 check=options.check, backend=options.backend)
-    return vjp(g)
+def _solve_vjp_kernel(options, bands, b, x, g):
+    # The forward already checked the inputs for inf/NaN; x is its output.
+    return bandsolve.solve_adjoint(bands, b, x, g, lower=options.lower, check=options.check,
+                                   backend=options.backend)
 
 
 def _solve_operands(bands, b):
@@ -254,15 +255,16 @@ def _solve(bands, b, options):
 
 
 def _solve_fwd(bands, b, options):
-    return _solve(bands, b, options), (bands, b)
+    x = _solve(bands, b, options)
+    return x, (bands, b, x)
 
 
 def _solve_bwd(options, residuals, g):
-    bands, b = residuals
+    bands, b, x = residuals
     bands_op, b_op, x_op = _solve_operands(bands, b)
-    spec = _Spec(_solve_vjp_kernel, options, (bands_op, b_op, x_op), (bands_op, b_op),
+    spec = _Spec(_solve_vjp_kernel, options, (bands_op, b_op, x_op, x_op), (bands_op, b_op),
                  (bands.dtype, b.dtype))
-    return tuple(_call(spec, (bands, b, g), "broadcast_all"))
+    return tuple(_call(spec, (bands, b, x, g), "broadcast_all"))
 
 
 _solve.defvjp(_solve_fwd, _solve_bwd)
@@ -275,7 +277,7 @@ def solve(bands, b, *, lower=True, check_finite=True, check=True, backend="auto"
     """Solve M x = b for a batch of SPD block-banded matrices, differentiably.
 
     :func:`bandsolve.solve` as a ``jax.custom_vjp`` function; gradients
-    with respect to ``bands`` and ``b`` come from :func:`bandsolve.solve_vjp`.
+    with respect to ``bands`` and ``b`` come from :func:`bandsolve.solve_adjoint`.
 
     Parameters
     ----------

@@ -8,7 +8,7 @@ kernel and a registered backward, so it works in eager autograd, under
 operator                    computes
 ==========================  =================================================
 ``bandsolve::solve``        x = M^{-1} b, :func:`bandsolve.solve`
-``bandsolve::solve_vjp``    (d_bands, d_b) from :func:`bandsolve.solve_vjp`
+``bandsolve::solve_vjp``    (d_bands, d_b) from :func:`bandsolve.solve_adjoint`
 ``smnn::ode_forward``       u, :func:`smnn.ode_forward`
 ``smnn::ode_vjp``           (d_coef, d_rhs, d_init, d_steps), :func:`smnn.ode_vjp`
 ==========================  =================================================
@@ -22,10 +22,12 @@ is issued on ``torch.cuda.current_stream()``: CuPy's current stream is set to
 it for the duration of the call, so no synchronisation is needed either way.
 
 Backward. A custom op returns tensors only, so the factorisation built in the
-forward cannot be carried to the backward. The backward op calls the
-array-level ``*_vjp`` again on the saved inputs: it re-factors (about the
-cost of the forward) and then applies the adjoint. Double backward is not
-supported.
+forward cannot be carried to the backward. For ``solve`` the backward
+keeps the forward's output x and calls :func:`bandsolve.solve_adjoint`: one
+fused factor + solve for b_bar = M^{-1} g (about the cost of the forward),
+then the band cotangent. For ``ode_forward`` it calls ``smnn.ode_vjp`` on the
+saved inputs, which re-assembles, re-factors and solves again before the
+adjoint. Double backward is not supported.
 """
 
 import contextlib
@@ -128,31 +130,31 @@ def _solve_fake(bands, b, lower, check_finite, check, backend):
 
 
 @torch.library.custom_op("bandsolve::solve_vjp", mutates_args=())
-def _solve_vjp_op(grad: Tensor, bands: Tensor, b: Tensor, lower: bool, check: bool,
+def _solve_vjp_op(grad: Tensor, bands: Tensor, b: Tensor, x: Tensor, lower: bool, check: bool,
                   backend: str) -> tuple[Tensor, Tensor]:
-    _check_tensors(grad=grad, bands=bands, b=b)
+    _check_tensors(grad=grad, bands=bands, b=b, x=x)
     with _array_stream(bands.device):
-        # The inputs were checked for inf/NaN by the forward.
-        _, vjp = bandsolve.solve_vjp(_as_array(bands), _as_array(b), lower=lower,
-                                     check_finite=False, check=check, backend=backend)
-        d_bands, d_b = vjp(_as_array(grad))
+        # The inputs were checked for inf/NaN by the forward; x is its output.
+        d_bands, d_b = bandsolve.solve_adjoint(_as_array(bands), _as_array(b), _as_array(x),
+                                               _as_array(grad), lower=lower, check=check,
+                                               backend=backend)
         return _as_tensor(d_bands), _as_tensor(d_b)
 
 
 @_solve_vjp_op.register_fake
-def _solve_vjp_fake(grad, bands, b, lower, check, backend):
+def _solve_vjp_fake(grad, bands, b, x, lower, check, backend):
     return bands.new_empty(bands.shape), b.new_empty(b.shape)
 
 
 def _solve_setup_context(ctx, inputs, output):
     bands, b, lower, _, check, backend = inputs
-    ctx.save_for_backward(bands, b)
+    ctx.save_for_backward(bands, b, output)
     ctx.options = (lower, check, backend)
 
 
 def _solve_backward(ctx, grad):
-    bands, b = ctx.saved_tensors
-    d_bands, d_b = _solve_vjp_op(grad, bands, b, *ctx.options)
+    bands, b, x = ctx.saved_tensors
+    d_bands, d_b = _solve_vjp_op(grad, bands, b, x, *ctx.options)
     needs = ctx.needs_input_grad
     return (d_bands if needs[0] else None, d_b if needs[1] else None, None, None, None, None)
 
@@ -165,7 +167,7 @@ def solve(bands, b, *, lower=True, check_finite=True, check=True, backend="auto"
 
     The ``torch.library`` custom op ``bandsolve::solve`` over
     :func:`bandsolve.solve`; gradients with respect to ``bands`` and ``b``
-    come from :func:`bandsolve.solve_vjp`.
+    come from :func:`bandsolve.solve_adjoint` (those of :func:`bandsolve.solve_vjp`).
 
     Parameters
     ----------

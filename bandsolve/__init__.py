@@ -10,6 +10,7 @@ Functions
 cholesky         factor once -> :class:`BandedCholesky` (solve, logdet, info)
 solve            factor + solve
 solve_vjp        solve and its vector-Jacobian product (adjoint)
+solve_adjoint    the same gradients from a kept solution x (autograd backward)
 cholesky_banded, cho_solve_banded, solveh_banded
                  SciPy-compatible scalar-band versions, batched
 LinAlgError      raised for matrices that are not positive definite
@@ -18,7 +19,7 @@ The CPU backend is Numba (parallel over the batch); ``backend="cuda"`` runs
 Numba CUDA kernels on CuPy arrays (``pip install 'bandsolve[cuda]'``).
 """
 
-from ._api import BandedCholesky, cholesky, solve, solve_vjp
+from ._api import BandedCholesky, cholesky, solve, solve_adjoint, solve_vjp
 from ._errors import LinAlgError
 from ._scipy import cho_solve_banded, cholesky_banded, solveh_banded
 
@@ -29,6 +30,7 @@ __all__ = [
     "cholesky",
     "cholesky_banded",
     "solve",
+    "solve_adjoint",
     "solve_vjp",
     "solveh_banded",
 ]

@@ -473,7 +473,6 @@ def solve_vjp(bands, b, *, lower=True, overwrite_bands=False, overwrite_b=False,
     )
     x_saved = x_flat.copy()  # the caller may modify x; the vjp must not see it
     be, xp = mats.backend, mats.xp
-    n_mats = V.prod(mats.batch_shape)
 
     def vjp(g):
         g = _arrays.asarray(g, xp)
@@ -481,12 +480,83 @@ def solve_vjp(bands, b, *, lower=True, overwrite_bands=False, overwrite_b=False,
             raise ValueError(f"g must have the shape of x {tuple(x.shape)}; got {tuple(g.shape)}")
         bbar = xp.array(g, dtype=dtype, order="C", copy=True).reshape(x_saved.shape)
         be.solve(mats.flat, bbar, _index_for(be, index))
-        d_flat = be.band_cotangent(bbar, x_saved, _index_for(be, index), n_mats, mats.n_diag)
-        d_bands = d_flat.reshape(mats.batch_shape + d_flat.shape[1:])
-        if not lower:
-            d_bands = _transpose_band(xp, d_bands, d_bands.shape)
-        d_bands = V.sum_to_shape(xp, d_bands, bands_shape).astype(bands_dtype, copy=False)
-        d_b = V.sum_to_shape(xp, bbar.reshape(x.shape), b_shape).astype(b_dtype, copy=False)
-        return d_bands, d_b
+        return _band_gradients(mats, bbar, x_saved, index, tuple(x.shape), lower,
+                               (bands_shape, bands_dtype), (b_shape, b_dtype))
 
     return x, vjp
+
+
+def _band_gradients(mats, bbar, x_flat, index, x_shape, lower, bands_like, b_like):
+    """(d_bands, d_b) from b_bar = M^{-1} g and x, both (Bx, T, k, nrhs)."""
+    be, xp = mats.backend, mats.xp
+    n_mats = V.prod(mats.batch_shape)
+    d_flat = be.band_cotangent(bbar, x_flat, _index_for(be, index), n_mats, mats.n_diag)
+    d_bands = d_flat.reshape(mats.batch_shape + d_flat.shape[1:])
+    if not lower:
+        d_bands = _transpose_band(xp, d_bands, d_bands.shape)
+    d_bands = V.sum_to_shape(xp, d_bands, bands_like[0]).astype(bands_like[1], copy=False)
+    d_b = V.sum_to_shape(xp, bbar.reshape(x_shape), b_like[0]).astype(b_like[1], copy=False)
+    return d_bands, d_b
+
+
+def solve_adjoint(bands, b, x, g, *, lower=True, check=True, backend="auto"):
+    """Gradients of ``x = solve(bands, b)`` for a cotangent ``g``, given ``x``.
+
+    What ``vjp(g)`` of :func:`solve_vjp` returns, for callers that kept the
+    forward's solution instead of the closure (autograd backward passes): no
+    factor is held between the two passes, and ``b_bar = M^{-1} g`` comes from
+    one fused factor + solve (the partitioned one for a few long systems)
+    instead of a factor, a solve for ``x`` again, and a solve for ``b_bar``.
+    The inputs are assumed finite (the forward checked them).
+
+    Parameters
+    ----------
+    bands, b, lower, check, backend
+        As given to :func:`solve` for the forward.
+    x : array
+        Its result (shape of ``b`` broadcast against the batch of ``bands``).
+    g : array, shape of ``x``
+        Cotangent of ``x``.
+
+    Returns
+    -------
+    d_bands, d_b : arrays
+        As ``vjp(g)`` of :func:`solve_vjp`: shapes and dtypes of ``bands`` and
+        ``b``.
+
+    Raises
+    ------
+    ValueError
+        ``x`` or ``g`` not of the shape of the solution.
+    LinAlgError
+        As :func:`solve` (with ``check=True``).
+
+    Examples
+    --------
+    >>> import numpy as np, bandsolve
+    >>> bands = np.zeros((2, 3, 1, 1)); bands[0] = 2.0
+    >>> b = np.ones((3, 1))
+    >>> x = bandsolve.solve(bands, b)
+    >>> d_bands, d_b = bandsolve.solve_adjoint(bands, b, x, np.ones((3, 1)))
+    >>> d_b.ravel()
+    array([0.5, 0.5, 0.5])
+    >>> d_bands[0].ravel()
+    array([-0.25, -0.25, -0.25])
+    """
+    xp = _arrays.array_module(bands, b, x, g)
+    bands_in, b_in, x_in, g_in = (_arrays.asarray(a, xp) for a in (bands, b, x, g))
+    if tuple(x_in.shape) != tuple(g_in.shape):
+        raise ValueError(f"x and g must have the same shape; got x {tuple(x_in.shape)} "
+                         f"and g {tuple(g_in.shape)}")
+    mats, dtype, info, bbar, bbar_flat, index = _factor_and_solve(
+        bands_in, g_in, lower=lower, overwrite_bands=False, overwrite_b=False,
+        check_finite=False, check=check, backend=backend, keep_factor=False,
+        names=("bands", "g"),
+    )
+    if tuple(bbar.shape) != tuple(x_in.shape):
+        raise ValueError(f"x must have the shape of the solution {tuple(bbar.shape)}; "
+                         f"got {tuple(x_in.shape)}")
+    x_flat = xp.ascontiguousarray(x_in, dtype=dtype).reshape(bbar_flat.shape)
+    return _band_gradients(mats, bbar_flat, x_flat, index, tuple(x_in.shape), lower,
+                           (tuple(bands_in.shape), bands_in.dtype),
+                           (tuple(b_in.shape), b_in.dtype))

@@ -174,7 +174,7 @@ def test_solve_vmap_of_grad_per_example(monkeypatch, x64):
     def loss(bands, b):
         return jnp.sum(ja.solve(bands, b) ** 2)
 
-    log = CallLog(monkeypatch, bandsolve, "solve_vjp")
+    log = CallLog(monkeypatch, bandsolve, "solve_adjoint")
     per_example = jax.jit(jax.vmap(jax.grad(loss, (0, 1)), in_axes=(None, 0)))(bands, b)
     assert len(log.calls) == 1 and log.calls[0][0] == (n,) + bands.shape, log.calls
     for i in range(n):
@@ -406,7 +406,7 @@ def test_pure_callback_fallback(monkeypatch, x64):
 
     expected = per_example_grads()
     monkeypatch.setattr(ja, "_buffer_callback", None)
-    log = CallLog(monkeypatch, bandsolve, "solve_vjp")
+    log = CallLog(monkeypatch, bandsolve, "solve_adjoint")
     for got, want in zip(per_example_grads(), expected):
         np.testing.assert_array_equal(got, want)
     assert len(log.calls) == 1

@@ -166,7 +166,8 @@ def test_solve_opcheck():
         args = (bands.clone().requires_grad_(requires_grad), b.clone(), True, True, True, "auto")
         torch.library.opcheck(ta._solve_op, args)
     g = torch.ones(2, 3, 2, dtype=torch.float64)
-    torch.library.opcheck(ta._solve_vjp_op, (g, bands, b, True, True, "auto"))
+    x = ta.solve(bands, b)
+    torch.library.opcheck(ta._solve_vjp_op, (g, bands, b, x, True, True, "auto"))
 
 
 def test_solve_noncontiguous_inputs():
