@@ -31,8 +31,9 @@ Residuals. A callback returns arrays only, so the factorisation built in the
 forward cannot reach the backward callback. ``solve`` keeps its inputs and
 output x as residuals and calls :func:`bandsolve.solve_adjoint` (one fused
 factor + solve for b_bar, about the cost of the forward, then the band
-cotangent); ``ode_forward`` keeps its inputs and calls ``smnn.ode_vjp``,
-which re-assembles and re-factors before applying the adjoint.
+cotangent); ``ode_forward`` keeps its inputs and u and calls
+:func:`smnn.ode_adjoint`, which re-assembles M and solves for b_bar with one
+fused factor + solve before the row-local adjoint.
 
 Errors found at trace time (dtypes, shapes) raise TypeError / ValueError
 naming the argument. Errors found by the array-level function while it runs
@@ -361,12 +362,11 @@ def _ode_kernel(options, coefficients, rhs_equation, init_vars, steps, *weights)
     return (u,)
 
 
-def _ode_vjp_kernel(options, coefficients, rhs_equation, init_vars, steps, *weights_and_g):
-    *weights, g = weights_and_g
-    # The forward already checked the inputs for inf/NaN.
-    _, vjp = smnn.ode_vjp(coefficients, rhs_equation, init_vars, steps, check_finite=False,
-                          **options.kwargs(weights))
-    return vjp(g)
+def _ode_vjp_kernel(options, coefficients, rhs_equation, init_vars, steps, *weights_u_g):
+    *weights, u, g = weights_u_g
+    # The forward checked the inputs for inf/NaN; u is its output.
+    return smnn.ode_adjoint(coefficients, rhs_equation, init_vars, steps, u, g,
+                            **options.kwargs(weights))
 
 
 def _ode_operands(data, weights, u_shape, step_first):
@@ -381,7 +381,7 @@ def _ode_specs(data, weights, options, step_first, u_shape):
     data_ops, weight_ops, u_op = _ode_operands(data, weights, u_shape, step_first)
     dtype = jnp.result_type(*(a.dtype for a in data))
     forward = _Spec(_ode_kernel, options, data_ops + weight_ops, (u_op,), (dtype,))
-    backward = _Spec(_ode_vjp_kernel, options, data_ops + weight_ops + (u_op,), data_ops,
+    backward = _Spec(_ode_vjp_kernel, options, data_ops + weight_ops + (u_op, u_op), data_ops,
                      tuple(a.dtype for a in data))
     return forward, backward
 
@@ -397,14 +397,15 @@ def _ode(coefficients, rhs_equation, init_vars, steps, weight_equation, weight_i
 
 
 def _ode_fwd(*args):
-    return _ode(*args), args[:7]
+    u = _ode(*args)
+    return u, args[:7] + (u,)
 
 
 def _ode_bwd(options, step_first, u_shape, residuals, g):
-    _, backward = _ode_specs(residuals[:4], residuals[4:], options, step_first, u_shape)
+    _, backward = _ode_specs(residuals[:4], residuals[4:7], options, step_first, u_shape)
     grads = _call(backward, residuals + (g,), "broadcast_all")
     # The weights are constants of the operator (see ode_forward).
-    return tuple(grads) + tuple(jnp.zeros_like(w) for w in residuals[4:])
+    return tuple(grads) + tuple(jnp.zeros_like(w) for w in residuals[4:7])
 
 
 _ode.defvjp(_ode_fwd, _ode_bwd)
@@ -430,7 +431,7 @@ def ode_forward(coefficients, rhs_equation, init_vars, steps, *, n_steps=None,
 
     :func:`smnn.ode_forward` as a ``jax.custom_vjp`` function; gradients
     with respect to ``coefficients``, ``rhs_equation``, ``init_vars`` and
-    ``steps`` come from :func:`smnn.ode_vjp`.
+    ``steps`` come from :func:`smnn.ode_adjoint` (those of :func:`smnn.ode_vjp`).
 
     Parameters
     ----------

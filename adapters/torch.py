@@ -10,7 +10,7 @@ operator                    computes
 ``bandsolve::solve``        x = M^{-1} b, :func:`bandsolve.solve`
 ``bandsolve::solve_vjp``    (d_bands, d_b) from :func:`bandsolve.solve_adjoint`
 ``smnn::ode_forward``       u, :func:`smnn.ode_forward`
-``smnn::ode_vjp``           (d_coef, d_rhs, d_init, d_steps), :func:`smnn.ode_vjp`
+``smnn::ode_vjp``           (d_coef, d_rhs, d_init, d_steps), :func:`smnn.ode_adjoint`
 ==========================  =================================================
 
 Data crossing. CPU tensors are handed to the array-level functions as NumPy
@@ -25,9 +25,10 @@ Backward. A custom op returns tensors only, so the factorisation built in the
 forward cannot be carried to the backward. For ``solve`` the backward
 keeps the forward's output x and calls :func:`bandsolve.solve_adjoint`: one
 fused factor + solve for b_bar = M^{-1} g (about the cost of the forward),
-then the band cotangent. For ``ode_forward`` it calls ``smnn.ode_vjp`` on the
-saved inputs, which re-assembles, re-factors and solves again before the
-adjoint. Double backward is not supported.
+then the band cotangent. Likewise ``ode_forward`` keeps u and calls
+:func:`smnn.ode_adjoint`, which re-assembles M and solves for b_bar with one
+fused factor + solve before the row-local adjoint. Double backward is not
+supported.
 """
 
 import contextlib
@@ -289,19 +290,21 @@ def _ode_fake(coefficients, rhs_equation, init_vars, steps, weight_equation, wei
 @torch.library.custom_op("smnn::ode_vjp", mutates_args=())
 def _ode_vjp_op(grad: Tensor, coefficients: Tensor, rhs_equation: Tensor, init_vars: Tensor,
                 steps: Tensor, weight_equation: Tensor, weight_init_var: Tensor,
-                weight_smooth: Tensor, n_steps: int | None, n_init_var_steps: int | None,
-                is_step_dim_first: bool, enable_central_smoothness: bool,
+                weight_smooth: Tensor, u: Tensor, n_steps: int | None,
+                n_init_var_steps: int | None, is_step_dim_first: bool,
+                enable_central_smoothness: bool,
                 backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     data = (coefficients, rhs_equation, init_vars, steps)
     weights = (weight_equation, weight_init_var, weight_smooth)
+    _check_tensors(grad=grad, u=u, coefficients=coefficients)
     with _array_stream(coefficients.device):
-        # The forward already checked the inputs for inf/NaN.
-        _, vjp = smnn.ode_vjp(
-            *(_as_array(a) for a in data), check_finite=False,
+        # The forward checked the inputs for inf/NaN; u is its output.
+        grads = smnn.ode_adjoint(
+            *(_as_array(a) for a in data), _as_array(u), _as_array(grad),
             **_ode_kwargs(weights, n_steps, n_init_var_steps, is_step_dim_first,
                           enable_central_smoothness, backend),
         )
-        return tuple(_as_tensor(d) for d in vjp(_as_array(grad)))
+        return tuple(_as_tensor(d) for d in grads)
 
 
 @_ode_vjp_op.register_fake
@@ -310,7 +313,7 @@ def _ode_vjp_fake(grad, coefficients, rhs_equation, init_vars, steps, *options):
 
 
 def _ode_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:7])
+    ctx.save_for_backward(*inputs[:7], output)
     ctx.options = inputs[7:12]  # n_steps .. backend (check_finite is not needed)
 
 

@@ -29,10 +29,11 @@ Functions
 ---------
 ode_forward   solve for u
 ode_vjp       solve and return the vector-Jacobian product
+ode_adjoint   the same gradients from a kept solution u (autograd backward)
 ode_system    the banded normal equations (bands, rhs)
 ODESolver     factor M once; solve (with gradients) for many right-hand sides
 """
 
-from ._api import ODESolver, ode_forward, ode_system, ode_vjp
+from ._api import ODESolver, ode_adjoint, ode_forward, ode_system, ode_vjp
 
-__all__ = ["ODESolver", "ode_forward", "ode_system", "ode_vjp"]
+__all__ = ["ODESolver", "ode_adjoint", "ode_forward", "ode_system", "ode_vjp"]

@@ -295,6 +295,94 @@ def ode_vjp(coefficients, rhs_equation, init_vars, steps, *, n_steps=None,
     return solver._solve_vjp_loaded(rhs, init, (rhs_equation, init_vars))
 
 
+def ode_adjoint(coefficients, rhs_equation, init_vars, steps, u, g, *, n_steps=None,
+                n_init_var_steps=None, is_step_dim_first=False, weight_equation=1.,
+                weight_init_var=1., weight_smooth=1., enable_central_smoothness=False,
+                backend="auto"):
+    """Gradients of :func:`ode_forward` for a cotangent ``g``, given its output ``u``.
+
+    What ``vjp(g)`` of :func:`ode_vjp` returns, for callers that kept the
+    forward's solution instead of the closure (autograd backward passes): M
+    is assembled again and ``b_bar = M^{-1} g`` comes from one fused factor +
+    solve, with no factor written out and no second solve for ``u``. The
+    inputs are assumed finite (the forward checked them).
+
+    Parameters
+    ----------
+    coefficients, rhs_equation, init_vars, steps, n_steps, n_init_var_steps,
+    is_step_dim_first, weight_equation, weight_init_var, weight_smooth,
+    enable_central_smoothness, backend
+        As given to :func:`ode_forward` for the forward.
+    u : array, shape (..., T, D, O)
+        Its result.
+    g : array, shape of ``u``
+        Cotangent of ``u``.
+
+    Returns
+    -------
+    d_coefficients, d_rhs_equation, d_init_vars, d_steps : arrays
+        As ``vjp(g)`` of :func:`ode_vjp`.
+
+    Raises
+    ------
+    ValueError
+        ``u`` or ``g`` not of the shape of the solution.
+
+    Examples
+    --------
+    >>> import numpy as np, smnn
+    >>> rng = np.random.default_rng(1)
+    >>> coef, rhs = rng.standard_normal((2, 20, 1, 1, 3)), rng.standard_normal((2, 20, 1))
+    >>> init, steps = np.ones((2, 1, 1, 1)), np.full(19, 0.05)
+    >>> u = smnn.ode_forward(coef, rhs, init, steps)
+    >>> grads = smnn.ode_adjoint(coef, rhs, init, steps, u, np.ones_like(u))
+    >>> _, vjp = smnn.ode_vjp(coef, rhs, init, steps)
+    >>> all(np.allclose(a, b) for a, b in zip(grads, vjp(np.ones_like(u))))
+    True
+    """
+    plan, rhs, init = _plan_for_data(
+        coefficients, rhs_equation, init_vars, steps, n_steps=n_steps,
+        n_init_var_steps=n_init_var_steps, is_step_dim_first=is_step_dim_first,
+        weights=(weight_equation, weight_init_var, weight_smooth),
+        enable_central_smoothness=enable_central_smoothness, backend=backend,
+        check_finite=False,
+    )
+    p, xp = plan, plan.xp
+    batch = P.check_rhs(p, rhs, init)
+    dtype = np.result_type(p.dtype, rhs.dtype, init.dtype)
+    shape = batch + (p.T, p.D, p.O)
+    if is_step_dim_first:
+        shape = (p.T,) + batch + (p.D, p.O)
+    u, g = _arrays.asarray(u, xp), _arrays.asarray(g, xp)
+    for name, a in (("u", u), ("g", g)):
+        if tuple(a.shape) != shape:
+            raise ValueError(f"{name} must have the shape of the solution {shape}; "
+                             f"got {tuple(a.shape)}")
+    if is_step_dim_first:
+        u = xp.moveaxis(u, 0, u.ndim - 3)
+        g = xp.moveaxis(g, 0, g.ndim - 3)
+    u_flat = xp.ascontiguousarray(u, dtype=dtype).reshape(batch + (p.T, p.D, p.O))
+    bbar = xp.array(g, dtype=dtype, order="C", copy=True).reshape(batch + (p.T, p.k))
+    bands = _assembly.assemble_bands(p)
+    with _explain_not_positive_definite(p):
+        bbar = bandsolve.solve(bands, bbar, overwrite_bands=True, overwrite_b=True,
+                               check_finite=False, backend=p.backend)
+    bbar = bbar.reshape(u_flat.shape)
+    d_coef, d_rhs, d_init, d_steps = _assembly.gradients(p, rhs, init, u_flat, bbar)
+    dtypes = [_arrays.asarray(a, xp).dtype for a in (rhs_equation, init_vars)]
+    d_coef = _sum_to_shape(d_coef, p.coef_shape).astype(p.coef_dtype, copy=False)
+    d_rhs = _sum_to_shape(d_rhs, tuple(rhs.shape)).astype(dtypes[0], copy=False)
+    d_init = _sum_to_shape(d_init, tuple(init.shape)).astype(dtypes[1], copy=False)
+    d_steps = _sum_to_shape(d_steps, p.steps_shape).astype(p.steps_dtype, copy=False)
+    step_first = bool(is_step_dim_first)
+    return (
+        _to_step_first(xp, d_coef, 4, step_first),
+        _to_step_first(xp, d_rhs, 2, step_first),
+        _to_step_first(xp, d_init, 3, step_first),
+        _to_step_first(xp, d_steps, 1, step_first),
+    )
+
+
 class ODESolver:
     """The S-MNN system with M factored once, for many right-hand sides.
 

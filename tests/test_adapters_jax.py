@@ -298,7 +298,7 @@ def test_ode_vmap_is_one_batched_call(monkeypatch, x64):
     loop = np.stack([f(rhs_equation[i], steps[i]) for i in range(3)])
     np.testing.assert_allclose(u, loop, rtol=BATCH_RTOL, atol=BATCH_ATOL)
 
-    backward = CallLog(monkeypatch, smnn, "ode_vjp")
+    backward = CallLog(monkeypatch, smnn, "ode_adjoint")
     per_example = jax.vmap(jax.grad(lambda r, h: jnp.sum(f(r, h) ** 2), (0, 1)))(
         rhs_equation, steps)
     assert len(backward.calls) == 1, backward.calls

@@ -353,7 +353,8 @@ def test_ode_opcheck():
         args = tuple(a.clone().requires_grad_(requires_grad) for a in data) + weights + options
         torch.library.opcheck(ta._ode_op, args)
     g = torch.ones(3, 5, 2, 3, dtype=torch.float64)
-    torch.library.opcheck(ta._ode_vjp_op, (g,) + data + weights + options[:-1])
+    u = ta._ode_op(*(data + weights + options))
+    torch.library.opcheck(ta._ode_vjp_op, (g,) + data + weights + (u,) + options[:-1])
 
 
 def test_ode_weights_are_constants():

@@ -44,6 +44,8 @@ def test_cuda_backend_under_simulator_matches_cpu(central):
     g = np.ones_like(u_cpu)
     for a, b in zip(vjp_gpu(g), vjp_cpu(g)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+    for a, b in zip(smnn.ode_adjoint(*args, u_cpu, g, backend="cuda", **kw), vjp_cpu(g)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
     solver = smnn.ODESolver(args[0], args[3], n_init_var_orders=2, backend="cuda", **kw)
     assert solver.factor.backend == "cuda"
     np.testing.assert_allclose(solver.solve(args[1], args[2]), u_cpu, rtol=1e-10, atol=1e-12)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import smnn
+from _helpers import dense_from_bands
 from smnn_dense_reference import complex_step_gradient, dense_forward
 
 NAMES = ("coefficients", "rhs_equation", "init_vars", "steps")
@@ -167,3 +168,85 @@ def test_vjp_rejects_wrong_cotangent_shape():
     u, vjp = smnn.ode_vjp(*args)
     with pytest.raises(ValueError, match=r"g must have the shape of u \(2, 5, 2, 3\)"):
         vjp(np.ones((2, 5, 2, 2)))
+
+
+# ---------------------------------------------------------------------------
+# ode_adjoint: the same gradients from a kept u
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_ode_adjoint_matches_dense_reference_and_vjp(case):
+    args, weights, T, Ti, central = build_case(case)
+    opts = kw(weights, central)
+    u = smnn.ode_forward(*args, **opts)
+    g = np.random.default_rng(2).standard_normal(u.shape)
+    before = [a.copy() for a in args + (u, g)]
+    grads = smnn.ode_adjoint(*args, u, g, **opts)
+    for a, b in zip(args + (u, g), before):
+        np.testing.assert_array_equal(a, b)  # nothing overwritten
+    ref = dense_gradients(args, g, T=T, Ti=Ti, weights=weights, central=central)
+    _, vjp = smnn.ode_vjp(*args, **opts)
+    for name, a, got, want, v in zip(NAMES, args, grads, ref, vjp(g)):
+        assert got.shape == a.shape and got.dtype == a.dtype, name
+        assert rel_err(got, want) < 1e-9, name
+        np.testing.assert_allclose(got, v, rtol=1e-10, atol=1e-12 * np.abs(v).max(), err_msg=name)
+
+
+def test_ode_adjoint_step_dim_first_and_float32():
+    args, weights, T, Ti, central = build_case("plain")
+    opts = kw(weights, central)
+    u = smnn.ode_forward(*args, **opts)
+    g = np.random.default_rng(4).standard_normal(u.shape)
+    grads = smnn.ode_adjoint(*args, u, g, **opts)
+    moved = [np.moveaxis(a, 1, 0) for a in args]
+    grads1 = smnn.ode_adjoint(*moved, np.moveaxis(u, 1, 0), np.moveaxis(g, 1, 0),
+                              is_step_dim_first=True, **opts)
+    for name, a, b in zip(NAMES, grads, grads1):
+        np.testing.assert_allclose(b, np.moveaxis(a, 1, 0), rtol=1e-11, atol=1e-12,
+                                   err_msg=name)
+    args32 = [a.astype(np.float32) for a in args]
+    u32 = smnn.ode_forward(*args32, **opts)
+    grads32 = smnn.ode_adjoint(*args32, u32, np.ones_like(u32), **opts)
+    assert all(gr.dtype == np.float32 for gr in grads32)
+    for name, a, b in zip(NAMES, grads32, smnn.ode_adjoint(*args, u, np.ones(u.shape), **opts)):
+        assert rel_err(a.astype(np.float64), b) < 1e-3, name
+
+
+def test_ode_adjoint_one_long_sequence(monkeypatch):
+    """B = 1 and T long: b_bar comes from the partitioned factor + solve."""
+    from bandsolve import cpu
+
+    calls = []
+    original = cpu.factor_solve_partitioned
+    monkeypatch.setattr(cpu, "PARTITION_MIN_FLOPS", 0.0)
+    monkeypatch.setattr(cpu, "factor_solve_partitioned",
+                        lambda *a: calls.append(a[2]) or original(*a))
+    rng = np.random.default_rng(6)
+    T = 300
+    args = (rng.standard_normal((T, 2, 2, 3)), rng.standard_normal((T, 2)),
+            rng.standard_normal((1, 2, 1)), rng.uniform(0.005, 0.015, T - 1))
+    u = smnn.ode_forward(*args)
+    g = rng.standard_normal(u.shape)
+    calls.clear()
+    grads = smnn.ode_adjoint(*args, u, g)
+    assert calls
+    _, vjp = smnn.ode_vjp(*args)
+    # Both solves are backward stable but eliminate in different orders (the
+    # partitioned one separators last), so they agree to kappa(M) eps, and
+    # steps of 0.01 make M ill-conditioned (kappa about 1e9).
+    M = smnn.ode_system(*args)[0]
+    ev = np.linalg.eigvalsh(dense_from_bands(M))
+    tol = 10 * ev[-1] / ev[0] * np.finfo(float).eps
+    for name, a, b in zip(NAMES, grads, vjp(g)):
+        assert rel_err(a, b) < tol, name
+
+
+def test_ode_adjoint_rejects_wrong_shapes():
+    args, weights, T, Ti, central = build_case("plain")
+    u = smnn.ode_forward(*args)
+    with pytest.raises(ValueError, match=r"g must have the shape of the solution "
+                                         r"\(2, 5, 2, 3\); got \(2, 5, 2, 2\)"):
+        smnn.ode_adjoint(*args, u, np.ones((2, 5, 2, 2)))
+    with pytest.raises(ValueError, match=r"u must have the shape of the solution "
+                                         r"\(2, 5, 2, 3\); got \(5, 2, 3\)"):
+        smnn.ode_adjoint(*args, u[0], np.ones_like(u))
