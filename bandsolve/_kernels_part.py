@@ -28,10 +28,14 @@ caller solves the small Schur system (P - 1 block rows of size wk), then
 with one more forward sweep (whose right-hand side is nonzero only in the
 boundary rows) and the backward sweep, from the factor kept in lane layout.
 
-About 2.5x the flops of the plain recursion at k = 9, w = 1, but all of it
-runs 8 lanes wide on every thread. A pivot that fails in an interior or in
-the Schur system is reported to the caller, which redoes the item with the
-sequential algorithm (which also finds the exact failing leading minor).
+Z_left costs up to 2.5x the flops of the plain recursion at k = 9, w = 1,
+all of it 8 lanes wide on every thread. For well-conditioned matrices it
+decays geometrically along the interior: values below the smallest normal
+number are flushed to zero (subnormal arithmetic is ~100x slower) and once w
+consecutive rows are zero the rest of the interior skips it. A pivot that
+fails in an interior or in the Schur system is reported to the caller, which
+redoes the solve with the sequential kernels (which also find the exact
+failing leading minor).
 """
 
 import numpy as np
@@ -39,7 +43,6 @@ from numba import njit, prange
 
 from ._kernels_simd import (
     _OPTS, _INLINE, _backward_block_row, _factor_block_row, _forward_block_row,
-    _gather_block,
 )
 from ._simd import LANES, vabsmax, vadd, vfnma, vflush, vlane, vload, vmul, vsplat, vstore
 

@@ -1,4 +1,4 @@
-"""asv benchmarks of bandsolve: factor, solve, factor+solve and the adjoint.
+"""asv benchmarks of bandsolve: factor, solve, factor+solve and the adjoints.
 
 One parameter, the case ``(B, T, k, w)``: B systems of T x T blocks of size
 k x k with block bandwidth w (plus the dtype for factor+solve). The cases are
@@ -89,3 +89,19 @@ class FactorSolveVjp(_Case):
     def peakmem_solve_vjp(self, case):
         _, vjp = bandsolve.solve_vjp(self.bands, self.b)
         vjp(self.g)
+
+
+class Adjoint(_Case):
+    """Gradients from a kept solution (``bandsolve.solve_adjoint``: what the
+    autograd adapters' backward runs), to compare with ``FactorSolveVjp``."""
+
+    def setup(self, case):
+        super().setup(case)
+        self.g = np.ones_like(self.b)
+        self.x = bandsolve.solve(self.bands, self.b)
+
+    def time_solve_adjoint(self, case):
+        bandsolve.solve_adjoint(self.bands, self.b, self.x, self.g)
+
+    def peakmem_solve_adjoint(self, case):
+        bandsolve.solve_adjoint(self.bands, self.b, self.x, self.g)
