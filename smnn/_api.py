@@ -367,14 +367,20 @@ def ode_adjoint(coefficients, rhs_equation, init_vars, steps, u, g, *, n_steps=N
     with _explain_not_positive_definite(p):
         bbar = bandsolve.solve(bands, bbar, overwrite_bands=True, overwrite_b=True,
                                check_finite=False, backend=p.backend)
-    bbar = bbar.reshape(u_flat.shape)
-    d_coef, d_rhs, d_init, d_steps = _assembly.gradients(p, rhs, init, u_flat, bbar)
-    dtypes = [_arrays.asarray(a, xp).dtype for a in (rhs_equation, init_vars)]
+    dtypes = tuple(_arrays.asarray(a, xp).dtype for a in (rhs_equation, init_vars))
+    return _gradients(p, rhs, init, u_flat, bbar.reshape(u_flat.shape),
+                      (tuple(rhs.shape), tuple(init.shape)), dtypes, bool(is_step_dim_first))
+
+
+def _gradients(p, rhs, init, u, bbar, shapes, dtypes, step_first):
+    """The four input gradients from u and b_bar = M^{-1} g (batch-first,
+    (..., T, D, O)): summed to each input's shape, in its dtype and layout."""
+    xp = p.xp
+    d_coef, d_rhs, d_init, d_steps = _assembly.gradients(p, rhs, init, u, bbar)
     d_coef = _sum_to_shape(d_coef, p.coef_shape).astype(p.coef_dtype, copy=False)
-    d_rhs = _sum_to_shape(d_rhs, tuple(rhs.shape)).astype(dtypes[0], copy=False)
-    d_init = _sum_to_shape(d_init, tuple(init.shape)).astype(dtypes[1], copy=False)
+    d_rhs = _sum_to_shape(d_rhs, shapes[0]).astype(dtypes[0], copy=False)
+    d_init = _sum_to_shape(d_init, shapes[1]).astype(dtypes[1], copy=False)
     d_steps = _sum_to_shape(d_steps, p.steps_shape).astype(p.steps_dtype, copy=False)
-    step_first = bool(is_step_dim_first)
     return (
         _to_step_first(xp, d_coef, 4, step_first),
         _to_step_first(xp, d_rhs, 2, step_first),
@@ -573,17 +579,7 @@ class ODESolver:
                 g = xp.moveaxis(g, 0, g.ndim - 3)
             g = xp.array(g, dtype=dtype, order="C", copy=True).reshape(batch + (p.T, p.k))
             bbar = factor.solve(g, overwrite_b=True, check_finite=False)
-            bbar = bbar.reshape(u_saved.shape)
-            d_coef, d_rhs, d_init, d_steps = _assembly.gradients(p, rhs, init, u_saved, bbar)
-            d_coef = _sum_to_shape(d_coef, p.coef_shape).astype(p.coef_dtype, copy=False)
-            d_rhs = _sum_to_shape(d_rhs, shapes[0]).astype(dtypes[0], copy=False)
-            d_init = _sum_to_shape(d_init, shapes[1]).astype(dtypes[1], copy=False)
-            d_steps = _sum_to_shape(d_steps, p.steps_shape).astype(p.steps_dtype, copy=False)
-            return (
-                _to_step_first(xp, d_coef, 4, step_first),
-                _to_step_first(xp, d_rhs, 2, step_first),
-                _to_step_first(xp, d_init, 3, step_first),
-                _to_step_first(xp, d_steps, 1, step_first),
-            )
+            return _gradients(p, rhs, init, u_saved, bbar.reshape(u_saved.shape), shapes,
+                              dtypes, step_first)
 
         return u_out, vjp
