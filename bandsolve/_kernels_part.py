@@ -42,9 +42,12 @@ import numpy as np
 from numba import njit, prange
 
 from ._kernels_simd import (
-    _OPTS, _INLINE, _backward_block_row, _factor_block_row, _forward_block_row,
+    _OPTS, _INLINE, _backward_block_row, _factor_block_row, _forward_block_row, _load_rows_at,
+    _store_cols,
 )
-from ._simd import LANES, vabsmax, vadd, vfnma, vflush, vlane, vload, vmul, vsplat, vstore
+from ._simd import (
+    LANES, vabsmax, vadd, vfnma, vflush, vlane, vload, vmul, vsplat, vstore, vtranspose,
+)
 
 
 @njit(**_INLINE)
@@ -55,12 +58,14 @@ def _gather_block_at(A2, items, offs, pad, dst, dst_off, k, diag):
     for l in range(LANES):
         if pad[l]:
             any_pad = True
-    if not any_pad:
-        for r in range(k):
-            for c in range(k):
-                o = dst_off + (r * k + c) * LANES
-                for l in range(LANES):
-                    dst[o + l] = A2[items[l], offs[l] + r * k + c]
+    kk = k * k
+    if not any_pad and kk >= LANES:
+        # whole LANES x LANES tiles over the flat element index (see _gather_block)
+        e0 = 0
+        while e0 < kk:
+            e = min(e0, kk - LANES)
+            _store_cols(dst, dst_off + e * LANES, vtranspose(_load_rows_at(A2, items, offs, e)))
+            e0 += LANES
         return
     for r in range(k):
         for c in range(k):

@@ -8,6 +8,8 @@ with a handful of intrinsics:
 
     vload(a, i)          a[i : i+LANES] as a vector (a 1-D contiguous array)
     vstore(a, i, v)      a[i : i+LANES] = v
+    vstore_nt(a, i, v)   the same, bypassing the caches (a[i] must be vector-aligned:
+                         see ``vaddr``)
     vfnma(acc, x, y)     acc - x * y   (fused multiply-add where the CPU has one)
     vmul(x, y), vsqrt(x), vrecip(x) = 1 / x, vlane(v, j) = v[j]
     vflush(x)            x with subnormal lanes set to 0; vabsmax(m, x) = max(m, |x|)
@@ -78,6 +80,44 @@ def vstore(typingctx, arr, index, vec):
         return context.get_dummy_value()
 
     return types.none(arr, index, vec), codegen
+
+
+@intrinsic
+def vstore_nt(typingctx, arr, index, vec):
+    """a[i : i+LANES] = v with a non-temporal (streaming) store.
+
+    The line is written to memory without being read into the caches first,
+    which saves a third of the traffic of an array written once and read back
+    much later. The address must be aligned to the vector size (LANES times
+    the item size): the instruction faults otherwise.
+    """
+    if not (isinstance(arr, types.Array) and isinstance(vec, Vec)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        vty = _vec_ir(context, arr.dtype)
+        vptr = builder.bitcast(ptr, vty.as_pointer())
+        size = LANES * context.get_abi_sizeof(context.get_value_type(arr.dtype))
+        store = builder.store(args[2], vptr, align=size)
+        store.set_metadata("nontemporal",
+                           builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.none(arr, index, vec), codegen
+
+
+@intrinsic
+def vaddr(typingctx, arr):
+    """The address of the first element of ``arr`` (an integer)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, context.get_value_type(types.intp))
+
+    return types.intp(arr), codegen
 
 
 @intrinsic

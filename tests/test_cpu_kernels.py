@@ -74,6 +74,11 @@ def test_simd_matches_reference(B, T, k, n_diag, nrhs, dtype, seed):
     np.testing.assert_allclose(x, x_ref, rtol=tol, atol=tol * scale)
     np.testing.assert_array_equal(A, A_before)  # read only
 
+    # the packed factor written with streaming stores: same operations, same bits
+    x_nt = X.copy()
+    _kernels_simd.factor_solve(A, x_nt, info, THREADS, 0)
+    np.testing.assert_array_equal(x_nt, x)
+
 
 @pytest.mark.parametrize("k", [1, 3, 8, 9])
 def test_simd_factor_in_place(k):
@@ -129,3 +134,25 @@ def test_scan_ignores_unread_entries():
     info = np.ones(2, dtype=np.int64)
     _kernels_simd.scan_nonfinite(A, info, np.zeros(2, dtype=np.bool_))
     np.testing.assert_array_equal(info, [1, 1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_factor_solve_long_streams_packed_factor(dtype):
+    """Large enough that the default threshold picks streaming stores for F."""
+    rng = np.random.default_rng(4)
+    B, T, k = 2 * LANES, 1100, 9
+    A = spd_bands(rng, B, 2, T, k, dtype)
+    X = rng.standard_normal((B, T, k, 1)).astype(dtype)
+    itemsize = np.dtype(dtype).itemsize
+    packed = T * (k * (k + 1) // 2 + k * k) * LANES * itemsize
+    assert 2 * packed >= _kernels_simd.NT_MIN_BYTES
+    _, info_ref, x_ref = reference(A, X, np.arange(B))
+    x = X.copy()
+    info = np.zeros(B, dtype=np.int64)
+    _kernels_simd.factor_solve(A, x, info, THREADS)
+    np.testing.assert_array_equal(info, info_ref)
+    tol = tolerance(dtype)
+    np.testing.assert_allclose(x, x_ref, rtol=tol, atol=tol * np.abs(x_ref).max())
+    x_cached = X.copy()
+    _kernels_simd.factor_solve(A, x_cached, info, THREADS, 1 << 62)
+    np.testing.assert_array_equal(x_cached, x)
