@@ -47,7 +47,7 @@ from ._simd import (
     vstore_nt, vtranspose,
 )
 
-_AHEAD = 2  # block rows prefetched ahead of the one being gathered (where used)
+_AHEAD = 2  # block rows of the band prefetched (into L2) ahead of the one being gathered
 _OPTS = dict(cache=True, nogil=True, fastmath={"contract"})
 
 #: ``factor_solve`` writes its packed factor with streaming stores when the
@@ -171,21 +171,22 @@ def _gather_block(src, items, src_off, dst, dst_off, k):
 def _scatter_block(src, src_off, dst, items, n_valid, dst_off, k, lower_only):
     """Inverse of _gather_block for the first n_valid lanes (upper part zeroed
     when lower_only)."""
-    for r in range(k):
-        so = src_off + r * k * LANES
-        do = dst_off + r * k
-        c0 = 0
-        if n_valid == LANES:
-            while c0 + LANES <= k:
-                _store_rows(dst, items, do + c0, vtranspose(_load_cols(src, so + c0 * LANES)))
-                c0 += LANES
-        for c in range(c0, k):
+    kk = k * k
+    if n_valid == LANES and kk >= LANES:
+        e0 = 0
+        while e0 < kk:  # whole tiles, the last one overlapping (see _gather_block)
+            e = min(e0, kk - LANES)
+            _store_rows(dst, items, dst_off + e, vtranspose(_load_cols(src, src_off + e * LANES)))
+            e0 += LANES
+    else:
+        for e in range(kk):
             for l in range(n_valid):
-                dst[items[l], do + c] = src[so + c * LANES + l]
-        if lower_only:
+                dst[items[l], dst_off + e] = src[src_off + e * LANES + l]
+    if lower_only:
+        for r in range(k):
             for c in range(r + 1, k):
                 for l in range(n_valid):
-                    dst[items[l], do + c] = 0.0
+                    dst[items[l], dst_off + r * k + c] = 0.0
 
 
 @njit(**_INLINE)
@@ -562,6 +563,7 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
                 own = (t % n_diag) * row_stride
                 for d in range(dmax + 1):
                     _gather_block(A2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
+                _prefetch_block_row(A2, items, T, t + _AHEAD, n_diag, k)
                 _gather_rhs(X, items, Y, t, k, nrhs)
                 _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n_diag)
                 _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n_diag)
@@ -604,6 +606,7 @@ def factor(A, L, info, n_threads):
                 own = (t % n_diag) * row_stride
                 for d in range(dmax + 1):
                     _gather_block(A2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
+                _prefetch_block_row(A2, items, T, t + _AHEAD, n_diag, k)
                 _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n_diag)
                 for d in range(dmax + 1):
                     _scatter_block(W, own + d * block, L2, items, n_valid,
