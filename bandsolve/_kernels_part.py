@@ -26,7 +26,10 @@ accumulating the Gram blocks Z^T Z and Z^T y on the fly: Z is never stored
 caller solves the small Schur system (P - 1 block rows of size wk), then
 ``part_backward`` recovers the interiors, x_p = L_p^{-T} (y - L_p^{-1} E_p x_S),
 with one more forward sweep (whose right-hand side is nonzero only in the
-boundary rows) and the backward sweep, from the factor kept in lane layout.
+boundary rows) and the backward sweep, from the factor that ``part_forward``
+packed block row by block row (``_kernels_simd._pack_row``: transposed for the
+backward sweep, triangle of the diagonal block only; it computes in a ring of
+w+1 block rows).
 
 Z_left costs up to 2.5x the flops of the plain recursion at k = 9, w = 1,
 all of it 8 lanes wide on every thread. For well-conditioned matrices it
@@ -42,11 +45,11 @@ import numpy as np
 from numba import njit, prange
 
 from ._kernels_simd import (
-    _OPTS, _INLINE, _backward_block_row, _factor_block_row, _forward_block_row, _load_rows_at,
+    NT_MIN_BYTES, _AHEAD, _OPTS, _INLINE, _backward_packed, _pack_row, _factor_block_row, _forward_block_row, _load_rows_at,
     _store_cols,
 )
 from ._simd import (
-    LANES, vabsmax, vadd, vfnma, vflush, vlane, vload, vmul, vsplat, vstore, vtranspose,
+    LANES, prefetch, vabsmax, vadd, vfnma, vflush, vlane, vload, vmul, vsplat, vstore, vtranspose,
 )
 
 
@@ -109,6 +112,34 @@ def _forward_row_window(W, R, Z, t, dmax, k, ncol, row_stride, block, nrow, znro
 
 
 @njit(**_INLINE)
+def _forward_packed_window(F, Z, t, dmax, k, ncol, frow, ntri, znrow):
+    """``_forward_row_window`` reading the factor packed by ``_pack_row``
+    (F row t at t * frow: L[t,t]^T packed by rows, reciprocal pivots on its
+    diagonal, then L[t,t-d]^T); the same operations in the same order."""
+    zt = (t % znrow) * k
+    base = t * frow
+    m = vsplat(0.0, vload(F, base))
+    for r in range(k):
+        rinv = vload(F, base + (r * k - (r * (r - 1)) // 2) * LANES)
+        for q in range(ncol):
+            o = ((zt + r) * ncol + q) * LANES
+            acc = vload(Z, o)
+            for d in range(1, dmax + 1):
+                pa = base + (ntri + (d - 1) * k * k + r) * LANES
+                zp = ((t - d) % znrow) * k
+                for p in range(k):
+                    acc = vfnma(acc, vload(F, pa + p * k * LANES),
+                                vload(Z, ((zp + p) * ncol + q) * LANES))
+            for p in range(r):
+                u = base + (p * k - (p * (p - 1)) // 2 + r - p) * LANES
+                acc = vfnma(acc, vload(F, u), vload(Z, ((zt + p) * ncol + q) * LANES))
+            v = vflush(vmul(acc, rinv))
+            m = vabsmax(m, v)
+            vstore(Z, o, v)
+    return _all_zero(m)
+
+
+@njit(**_INLINE)
 def _all_zero(m):
     for l in range(LANES):
         if not (vlane(m, l) == 0.0):
@@ -142,11 +173,13 @@ def _lanes(chunk, Q, P, s, items, parts, starts):
 
 
 @njit(parallel=True, **_OPTS)
-def part_forward(A, X, P, n, Lbuf, Rbuf, Ybuf, GLL, GRL, GRR, GLb, GRb, stat_out, n_threads):
+def part_forward(A, X, P, n, Fbuf, Ybuf, GLL, GRL, GRR, GLb, GRb, stat_out, n_threads,
+                 nt_min_bytes=NT_MIN_BYTES):
     """Factor the interiors and accumulate the Schur terms (negated sums).
 
     Lanes are (item, partition) pairs q = item * P + p. Outputs per chunk of
-    lanes: Lbuf (n * (w+1) k^2 * LANES: the factor, lane layout), Rbuf (1/diag),
+    lanes: Fbuf (n * frow: the factor packed by ``_pack_row``, rows aligned to a
+    vector; streaming stores when all of Fbuf takes ``nt_min_bytes`` or more),
     Ybuf (y = L^{-1} b). Per lane q: GLL = -Z_L^T Z_L (lower), GRL = -Z_R^T Z_L,
     GRR = -Z_R^T Z_R (lower), GLb = -Z_L^T y, GRb = -Z_R^T y, and stat_out[q]
     != 0 where a pivot failed.
@@ -159,11 +192,16 @@ def part_forward(A, X, P, n, Lbuf, Rbuf, Ybuf, GLL, GRL, GRR, GLb, GRb, stat_out
     kk = k * k
     block = kk * LANES
     row_stride = n_diag * block
+    ntri = k * (k + 1) // 2
+    frow = (ntri + w * kk) * LANES
     A2 = A.reshape((B, n_diag * T * kk))
     Q = B * P
     n_chunks = (Q + LANES - 1) // LANES
     n_workers = min(n_threads, n_chunks)
+    nt = Fbuf.size * Fbuf.itemsize >= nt_min_bytes
     for worker in prange(n_workers):
+        W = np.empty(n_diag * row_stride, dtype=A.dtype)
+        R = np.empty(n_diag * k * LANES, dtype=A.dtype)
         ZL = np.empty(n_diag * k * wk * LANES, dtype=A.dtype)
         ZR = np.empty(n_diag * k * wk * LANES, dtype=A.dtype)
         gll = np.empty(wk * wk * LANES, dtype=A.dtype)
@@ -179,8 +217,7 @@ def part_forward(A, X, P, n, Lbuf, Rbuf, Ybuf, GLL, GRL, GRR, GLb, GRb, stat_out
         stat = np.empty(LANES, dtype=np.int64)
         for chunk in range(worker, n_chunks, n_workers):
             n_valid = _lanes(chunk, Q, P, s, items, parts, starts)
-            W = Lbuf[chunk]
-            R = Rbuf[chunk]
+            F = Fbuf[chunk]
             Y = Ybuf[chunk]
             ZR[:] = 0.0
             gll[:] = 0.0
@@ -193,20 +230,32 @@ def part_forward(A, X, P, n, Lbuf, Rbuf, Ybuf, GLL, GRL, GRR, GLb, GRb, stat_out
             zl_zero_rows = 0
             for t in range(n):
                 dmax = min(w, t)
+                own = (t % n_diag) * row_stride
                 for l in range(LANES):
                     pad[l] = starts[l] + t >= T
+                # prefetch (into L2) the band a few rows ahead, where it is not padding
+                ta = t + _AHEAD
+                if ta < n:
+                    for d in range(min(w, ta) + 1):
+                        for l in range(LANES):
+                            if starts[l] + ta < T:
+                                row = A2[items[l]]
+                                off = (d * T + starts[l] + ta - d) * kk
+                                for e in range(0, kk, 8):
+                                    prefetch(row, off + e)
+                                prefetch(row, off + kk - 1)
                 for d in range(dmax + 1):
                     for l in range(LANES):
                         offs[l] = (d * T + starts[l] + t - d) * kk
-                    _gather_block_at(A2, items, offs, pad, W, t * row_stride + d * block, k, d == 0)
-                _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n)
+                    _gather_block_at(A2, items, offs, pad, W, own + d * block, k, d == 0)
+                _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n_diag)
                 # right-hand sides of this row
                 for r in range(k):
                     for q in range(nrhs):
                         o = ((t * k + r) * nrhs + q) * LANES
                         for l in range(LANES):
                             Y[o + l] = 0.0 if pad[l] else X[items[l], starts[l] + t, r, q]
-                _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n)
+                _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n_diag)
                 # Z_left: E_left rows (first w rows, coupling to the left separator);
                 # once w consecutive rows are zero, so is the rest of the interior
                 zl = (t % n_diag) * k * wk * LANES
@@ -223,7 +272,8 @@ def part_forward(A, X, P, n, Lbuf, Rbuf, Ybuf, GLL, GRL, GRR, GLb, GRb, stat_out
                                         ZL[zl + (r * wk + j * k + c) * LANES + l] = \
                                             A2[items[l], base + r * k + c]
                 if zl_zero_rows < w or t < w:
-                    if _forward_row_window(W, R, ZL, t, dmax, k, wk, row_stride, block, n, n_diag):
+                    if _forward_row_window(W, R, ZL, t, dmax, k, wk, row_stride, block, n_diag,
+                                           n_diag):
                         zl_zero_rows += 1
                     else:
                         zl_zero_rows = 0
@@ -246,10 +296,11 @@ def part_forward(A, X, P, n, Lbuf, Rbuf, Ybuf, GLL, GRL, GRR, GLb, GRb, stat_out
                                     for c in range(k):
                                         ZR[zr + (r * wk + j * k + c) * LANES + l] = \
                                             A2[items[l], base + c * k + r]
-                    _forward_row_window(W, R, ZR, t, dmax, k, wk, row_stride, block, n, n_diag)
+                    _forward_row_window(W, R, ZR, t, dmax, k, wk, row_stride, block, n_diag, n_diag)
                     _gram(ZR, zr, wk, ZL, zl, wk, k, grl, 0, False)
                     _gram(ZR, zr, wk, ZR, zr, wk, k, grr, 0, True)
                     _gram(ZR, zr, wk, Y, t * k * nrhs * LANES, nrhs, k, grb, 0, False)
+                _pack_row(W, R, F, t * frow, own, (t % n_diag) * k * LANES, dmax, k, block, nt)
             for l in range(n_valid):
                 q = chunk * LANES + l
                 stat_out[q] = stat[l]
@@ -264,7 +315,7 @@ def part_forward(A, X, P, n, Lbuf, Rbuf, Ybuf, GLL, GRL, GRR, GLb, GRb, stat_out
 
 
 @njit(parallel=True, **_OPTS)
-def part_backward(A, X, P, n, Lbuf, Rbuf, Ybuf, XS, n_threads):
+def part_backward(A, X, P, n, Fbuf, Ybuf, XS, n_threads):
     """Interiors from the separators: x_p = L_p^{-T} (y_p - L_p^{-1} E_p x_S), into X.
 
     XS (B, P + 1, w, k, nrhs): separator solutions, XS[:, p] left of interior
@@ -275,8 +326,8 @@ def part_backward(A, X, P, n, Lbuf, Rbuf, Ybuf, XS, n_threads):
     w = n_diag - 1
     s = n + w
     kk = k * k
-    block = kk * LANES
-    row_stride = n_diag * block
+    ntri = k * (k + 1) // 2
+    frow = (ntri + w * kk) * LANES
     A2 = A.reshape((B, n_diag * T * kk))
     Q = B * P
     n_chunks = (Q + LANES - 1) // LANES
@@ -288,8 +339,7 @@ def part_backward(A, X, P, n, Lbuf, Rbuf, Ybuf, XS, n_threads):
         starts = np.empty(LANES, dtype=np.int64)
         for chunk in range(worker, n_chunks, n_workers):
             n_valid = _lanes(chunk, Q, P, s, items, parts, starts)
-            W = Lbuf[chunk]
-            R = Rbuf[chunk]
+            F = Fbuf[chunk]
             Y = Ybuf[chunk]
             Z[:] = 0.0
             # c = E_left x_left (first w rows) + E_right x_right (last w rows)
@@ -323,14 +373,14 @@ def part_backward(A, X, P, n, Lbuf, Rbuf, Ybuf, XS, n_threads):
             for t in range(n):
                 if zero_rows >= w and t < n - w:
                     continue
-                if _forward_row_window(W, R, Z, t, min(w, t), k, nrhs, row_stride, block, n, n):
+                if _forward_packed_window(F, Z, t, min(w, t), k, nrhs, frow, ntri, n):
                     zero_rows += 1
                 else:
                     zero_rows = 0
             for o in range(0, n * k * nrhs * LANES, LANES):
                 vstore(Z, o, vadd(vload(Y, o), vmul(vload(Z, o), vsplat(-1.0, vload(Z, o)))))
             for t in range(n - 1, -1, -1):
-                _backward_block_row(W, R, Z, t, n, n_diag, k, nrhs, row_stride, block, n)
+                _backward_packed(F, Z, t, n, n_diag, k, nrhs, frow, ntri)
                 for l in range(n_valid):
                     row = starts[l] + t
                     if row < T:

@@ -186,13 +186,24 @@ def partitions_for(B, T, w, threads):
     return P
 
 
-def factor_solve_partitioned(bands, x, P, threads):
+def _aligned_empty(shape, dtype, alignment):
+    """np.empty whose data starts at a multiple of ``alignment`` bytes."""
+    dtype = np.dtype(dtype)
+    n = math.prod(shape)
+    raw = np.empty(n * dtype.itemsize + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def factor_solve_partitioned(bands, x, P, threads, nt_min_bytes=_kernels_simd.NT_MIN_BYTES):
     """``factor_solve`` with each system cut into P pieces (see ``_kernels_part``).
 
     Returns False, with ``x`` untouched, when a pivot fails in an interior or
     in the Schur complement (the matrix is then not positive definite, or not
     finite): the caller redoes the solve with the sequential kernels, which
-    find the exact failing leading minor.
+    find the exact failing leading minor. The factor of the pieces is kept
+    packed between the two passes, written with streaming stores when it
+    takes ``nt_min_bytes`` or more (as in ``_kernels_simd.factor_solve``).
     """
     B, n_diag, T, k = bands.shape[:4]
     w = n_diag - 1
@@ -208,14 +219,14 @@ def factor_solve_partitioned(bands, x, P, threads):
     Q = B * P
     n_chunks = -(-Q // lanes)
     dt = bands.dtype
-    Lbuf = np.empty((n_chunks, n * n_diag * k * k * lanes), dtype=dt)
-    Rbuf = np.empty((n_chunks, n * k * lanes), dtype=dt)
+    frow = (k * (k + 1) // 2 + w * k * k) * lanes  # one packed block row, lane layout
+    Fbuf = _aligned_empty((n_chunks, n * frow), dt, lanes * dt.itemsize)
     Ybuf = np.empty((n_chunks, n * k * nrhs * lanes), dtype=dt)
     GLL, GRL, GRR = (np.empty((Q, wk, wk), dtype=dt) for _ in range(3))
     GLb, GRb = (np.empty((Q, wk, nrhs), dtype=dt) for _ in range(2))
     stat = np.zeros(Q, dtype=np.int64)
-    _kernels_part.part_forward(bands, x, P, n, Lbuf, Rbuf, Ybuf, GLL, GRL, GRR, GLb, GRb,
-                               stat, threads)
+    _kernels_part.part_forward(bands, x, P, n, Fbuf, Ybuf, GLL, GRL, GRR, GLb, GRb,
+                               stat, threads, nt_min_bytes)
     if stat.any():
         return False
     # Schur complement on the P - 1 separators: block tridiagonal, blocks wk x wk.
@@ -249,7 +260,7 @@ def factor_solve_partitioned(bands, x, P, threads):
     XS = np.zeros((B, P + 1, w, k, nrhs), dtype=dt)
     XS[:, 1:P] = g.reshape(B, P - 1, w, k, nrhs)
     x[:, rows] = XS[:, 1:P]
-    _kernels_part.part_backward(bands, x, P, n, Lbuf, Rbuf, Ybuf, XS, threads)
+    _kernels_part.part_backward(bands, x, P, n, Fbuf, Ybuf, XS, threads)
     return True
 
 
