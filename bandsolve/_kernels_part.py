@@ -45,8 +45,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._kernels_simd import (
-    NT_MIN_BYTES, _AHEAD, _OPTS, _INLINE, _backward_packed, _pack_row, _factor_block_row, _forward_block_row, _load_rows_at,
-    _store_cols,
+    NT_MIN_BYTES, _AHEAD, _OPTS, _INLINE, _backward_packed, _factor_block_row,
+    _forward_block_row, _load_rows_at, _pack_row, _prefetch_packed_row, _store_cols,
 )
 from ._simd import (
     LANES, prefetch, vabsmax, vadd, vfnma, vflush, vlane, vload, vmul, vsplat, vstore, vtranspose,
@@ -380,6 +380,7 @@ def part_backward(A, X, P, n, Fbuf, Ybuf, XS, n_threads):
             for o in range(0, n * k * nrhs * LANES, LANES):
                 vstore(Z, o, vadd(vload(Y, o), vmul(vload(Z, o), vsplat(-1.0, vload(Z, o)))))
             for t in range(n - 1, -1, -1):
+                _prefetch_packed_row(F, t - _AHEAD, frow)
                 _backward_packed(F, Z, t, n, n_diag, k, nrhs, frow, ntri)
                 for l in range(n_valid):
                     row = starts[l] + t

@@ -203,6 +203,20 @@ def _prefetch_block_row(src, items, T, t, n_diag, k):
                 prefetch(row, off + kk - 1)
 
 
+@njit(**_INLINE)
+def _prefetch_block_column(src, items, T, t, n_diag, k):
+    """Prefetch block column t (blocks L[t+d, t]) of every lane."""
+    if t >= 0:
+        kk = k * k
+        for d in range(min(n_diag - 1, T - 1 - t) + 1):
+            off = (d * T + t) * kk
+            for l in range(LANES):
+                row = src[items[l]]
+                for e in range(0, kk, 8):
+                    prefetch(row, off + e)
+                prefetch(row, off + kk - 1)
+
+
 # ---------------------------------------------------------------------------
 # one block row of the factor and of the substitutions (lane workspace)
 
@@ -456,6 +470,15 @@ def _pack_row(W, R, F, fo, own, rrow, dmax, k, block, nt):
 
 
 @njit(**_INLINE)
+def _prefetch_packed_row(F, t, frow):
+    """Prefetch row t of the packed factor (nothing for t < 0): the backward
+    pass walks F downwards, which the hardware prefetchers follow poorly."""
+    if t >= 0:
+        for e in range(t * frow, (t + 1) * frow, 8):
+            prefetch(F, e)
+
+
+@njit(**_INLINE)
 def _backward_packed(F, Y, t, T, n_diag, k, nrhs, frow, ntri):
     """x_t <- L[t,t]^{-T} (y_t - sum_d L[t+d,t]^T x_{t+d}) from the packed rows of F
     (``_pack_row``); same operations in the same order as ``_backward_block_row``."""
@@ -569,6 +592,7 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
                 _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n_diag)
                 _pack_row(W, R, F, t * frow, own, (t % n_diag) * k * LANES, dmax, k, block, nt)
             for t in range(T - 1, -1, -1):
+                _prefetch_packed_row(F, t - _AHEAD, frow)
                 _backward_packed(F, Y, t, T, n_diag, k, nrhs, frow, ntri)
                 _scatter_rhs(Y, X, items, n_valid, t, k, nrhs)
             for l in range(n_valid):
@@ -654,6 +678,7 @@ def solve(L, X, index, n_threads):
                 own = (t % n_diag) * row_stride
                 for d in range(dmax + 1):
                     _gather_block(L2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
+                _prefetch_block_row(L2, items, T, t + _AHEAD, n_diag, k)
                 _diag_reciprocals(W, R, t, k, row_stride, n_diag)
                 _gather_rhs(X, xitems, Y, t, k, nrhs)
                 _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n_diag)
@@ -662,6 +687,7 @@ def solve(L, X, index, n_threads):
                 for d in range(min(n_diag - 1, T - 1 - t) + 1):
                     _gather_block(L2, items, ((d * T + t) * k) * k, W,
                                   ((t + d) % n_diag) * row_stride + d * block, k)
+                _prefetch_block_column(L2, items, T, t - _AHEAD, n_diag, k)
                 _diag_reciprocals(W, R, t, k, row_stride, n_diag)
                 _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block, n_diag)
                 _scatter_rhs(Y, X, xitems, n_valid, t, k, nrhs)
