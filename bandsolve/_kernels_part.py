@@ -46,10 +46,11 @@ from numba import njit, prange
 
 from ._kernels_simd import (
     NT_MIN_BYTES, _AHEAD, _OPTS, _INLINE, _backward_packed, _factor_block_row,
-    _forward_block_row, _load_rows_at, _pack_row, _prefetch_packed_row, _store_cols,
+    _forward_block_row, _load_rows_at, _pack_row, _prefetch_block, _prefetch_packed_row,
+    _store_cols,
 )
 from ._simd import (
-    LANES, prefetch, vabsmax, vadd, vfnma, vflush, vlane, vload, vmul, vsplat, vstore, vtranspose,
+    LANES, vabsmax, vadd, vfnma, vflush, vlane, vload, vmul, vsplat, vstore, vtranspose,
 )
 
 
@@ -239,11 +240,7 @@ def part_forward(A, X, P, n, Fbuf, Ybuf, GLL, GRL, GRR, GLb, GRb, stat_out, n_th
                     for d in range(min(w, ta) + 1):
                         for l in range(LANES):
                             if starts[l] + ta < T:
-                                row = A2[items[l]]
-                                off = (d * T + starts[l] + ta - d) * kk
-                                for e in range(0, kk, 8):
-                                    prefetch(row, off + e)
-                                prefetch(row, off + kk - 1)
+                                _prefetch_block(A2[items[l]], (d * T + starts[l] + ta - d) * kk, kk)
                 for d in range(dmax + 1):
                     for l in range(LANES):
                         offs[l] = (d * T + starts[l] + t - d) * kk

@@ -190,17 +190,21 @@ def _scatter_block(src, src_off, dst, items, n_valid, dst_off, k, lower_only):
 
 
 @njit(**_INLINE)
+def _prefetch_block(row, off, kk):
+    """Prefetch row[off : off + kk] (one hint per 8 values)."""
+    for e in range(0, kk, 8):
+        prefetch(row, off + e)
+    prefetch(row, off + kk - 1)
+
+
+@njit(**_INLINE)
 def _prefetch_block_row(src, items, T, t, n_diag, k):
-    """Prefetch block row t of every lane (one hint per 64-byte line)."""
+    """Prefetch block row t (blocks M[t, t-d]) of every lane."""
     if t < T:
         kk = k * k
         for d in range(min(n_diag - 1, t) + 1):
-            off = (d * T + t - d) * kk
             for l in range(LANES):
-                row = src[items[l]]
-                for e in range(0, kk, 8):
-                    prefetch(row, off + e)
-                prefetch(row, off + kk - 1)
+                _prefetch_block(src[items[l]], (d * T + t - d) * kk, kk)
 
 
 @njit(**_INLINE)
@@ -209,12 +213,8 @@ def _prefetch_block_column(src, items, T, t, n_diag, k):
     if t >= 0:
         kk = k * k
         for d in range(min(n_diag - 1, T - 1 - t) + 1):
-            off = (d * T + t) * kk
             for l in range(LANES):
-                row = src[items[l]]
-                for e in range(0, kk, 8):
-                    prefetch(row, off + e)
-                prefetch(row, off + kk - 1)
+                _prefetch_block(src[items[l]], (d * T + t) * kk, kk)
 
 
 # ---------------------------------------------------------------------------
@@ -435,6 +435,14 @@ def _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block, nrow)
 
 
 @njit(**_INLINE)
+def _put(F, o, v, nt):
+    if nt:
+        vstore_nt(F, o, v)
+    else:
+        vstore(F, o, v)
+
+
+@njit(**_INLINE)
 def _pack_row(W, R, F, fo, own, rrow, dmax, k, block, nt):
     """Store block row t of the factor at F[fo:] in the order the backward pass reads it.
 
@@ -444,28 +452,16 @@ def _pack_row(W, R, F, fo, own, rrow, dmax, k, block, nt):
     """
     o = fo
     for r in range(k):
-        v = vload(R, rrow + r * LANES)
-        if nt:
-            vstore_nt(F, o, v)
-        else:
-            vstore(F, o, v)
+        _put(F, o, vload(R, rrow + r * LANES), nt)
         o += LANES
         for c in range(r + 1, k):
-            v = vload(W, own + (c * k + r) * LANES)
-            if nt:
-                vstore_nt(F, o, v)
-            else:
-                vstore(F, o, v)
+            _put(F, o, vload(W, own + (c * k + r) * LANES), nt)
             o += LANES
     for d in range(1, dmax + 1):
         src = own + d * block
         for r in range(k):
             for p in range(k):
-                v = vload(W, src + (p * k + r) * LANES)
-                if nt:
-                    vstore_nt(F, o, v)
-                else:
-                    vstore(F, o, v)
+                _put(F, o, vload(W, src + (p * k + r) * LANES), nt)
                 o += LANES
 
 
