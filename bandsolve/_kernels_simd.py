@@ -43,7 +43,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._simd import (
-    LANES, prefetch, vadd, vaddr, vfnma, vlane, vload, vmul, vrecip, vsplat, vsqrt, vstore,
+    LANES, prefetch, vadd, vaddr, vany_not_positive, vfnma, vlane, vload, vmul, vrecip, vsplat, vsqrt, vstore,
     vstore_nt, vtranspose,
 )
 
@@ -223,6 +223,8 @@ def _prefetch_block_column(src, items, T, t, n_diag, k):
 
 @njit(**_INLINE)
 def _pivots(acc, stat, row1):
+    if not vany_not_positive(acc):  # one vector test on the hot path
+        return
     for l in range(LANES):
         v = vlane(acc, l)
         if not (v > 0.0 and v < np.inf):

@@ -229,6 +229,24 @@ def vabsmax(typingctx, m, x):
 
 
 @intrinsic
+def vany_not_positive(typingctx, x):
+    """True when some lane of x is not finite and positive (NaN, <= 0 or +inf)."""
+    if not isinstance(x, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = args[0].type
+        zero = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * LANES)
+        inf = ir.Constant(vty, [ir.Constant(vty.element, float("inf"))] * LANES)
+        bad = builder.or_(builder.fcmp_unordered("<=", args[0], zero),
+                          builder.fcmp_unordered(">=", args[0], inf))
+        mask = builder.bitcast(bad, ir.IntType(LANES))
+        return builder.icmp_unsigned("!=", mask, ir.Constant(ir.IntType(LANES), 0))
+
+    return types.boolean(x), codegen
+
+
+@intrinsic
 def vlane(typingctx, x, j):
     """The j-th lane of x as a scalar."""
     if not (isinstance(x, Vec) and isinstance(j, types.Integer)):

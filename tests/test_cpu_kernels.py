@@ -156,3 +156,23 @@ def test_factor_solve_long_streams_packed_factor(dtype):
     x_cached = X.copy()
     _kernels_simd.factor_solve(A, x_cached, info, THREADS, 1 << 62)
     np.testing.assert_array_equal(x_cached, x)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bad", [None, 0.0, -1.0, np.inf, -np.inf, np.nan, -0.0])
+@pytest.mark.parametrize("lane", [0, LANES - 1])
+def test_vany_not_positive(dtype, bad, lane):
+    """The vector pivot test of the factor kernels: any lane not finite and > 0."""
+    from numba import njit
+
+    from bandsolve._simd import vany_not_positive, vload
+
+    @njit
+    def run(x):
+        return vany_not_positive(vload(x, 0))
+
+    x = np.linspace(1e-30, 1e30, LANES).astype(dtype)
+    if bad is not None:
+        x[lane] = bad
+    assert run(x) == (bad is not None)
+    assert run(x) == (not np.all((x > 0) & (x < np.inf)))
