@@ -15,9 +15,13 @@ M = L L^T in the same storage, LAPACK-style ``info``), computed differently:
       L[t, t-d] = (M[t, t-d] - sum_{j>d} L[t, t-j] L[t-d, t-j]^T) L[t-d, t-d]^{-T}
       L[t, t]   = chol(M[t, t] - sum_{d>=1} L[t, t-d] L[t, t-d]^T)
 
-  computed three scalar rows at a time (register tiling: one load of the
-  shared row of the right operand feeds three FMAs). Reciprocals of the
-  diagonal are kept so the hot loops never divide.
+  computed in 3 x 3 register tiles (one load of each operand row feeds three
+  FMAs); the triangular solve and the diagonal Cholesky are left-looking over
+  column triples, so each tile takes the columns already done and is then
+  finished in registers (no pivot chain through memory). Every entry sums its
+  terms in ascending order, as the column-by-column algorithm does, so the
+  tiling does not change the rounding. Reciprocals of the diagonal are kept
+  so the hot loops never divide.
 * **Fused solve.** ``factor_solve`` gathers the band into a ring of w+1
   block rows, factors block row t there and runs its forward substitution
   right away (data still in L1), then packs the row into F in the order the
@@ -301,76 +305,184 @@ def _update_nt(W, out, a, b, n_terms, stride, k, lower):
 def _trsm_right_lower_t(W, R, x, u, rinv, k):
     """X <- X U^{-T} in place (X at x, U lower at u, 1/diag(U) at rinv).
 
-    3 rows x 2 columns register tile; rows clamped past k-1 are computed but
-    not stored (a duplicate store would serialise on the same address).
+    Left-looking over column triples in 3 x 3 register tiles: the tile first
+    takes the columns already solved (``sum_{p < c0} X[r, p] U[c, p]``, one
+    load of each operand row feeding three FMAs), then is solved against the
+    3 x 3 diagonal block of U in registers. Every entry sums its terms in
+    ascending p, so the result is that of the column-by-column algorithm.
+    Rows clamped past k-1 are computed but not stored (a duplicate store would
+    serialise on the same address); columns past k-1 are not computed.
     """
     for r0 in range(0, k, 3):
         ra = r0
         rb = min(r0 + 1, k - 1)
         rc = min(r0 + 2, k - 1)
-        c = 0
-        while c < k:
-            c1 = min(c + 1, k - 1)
-            a0 = vload(W, x + (ra * k + c) * LANES)
-            b0 = vload(W, x + (rb * k + c) * LANES)
-            e0 = vload(W, x + (rc * k + c) * LANES)
-            a1 = vload(W, x + (ra * k + c1) * LANES)
-            b1 = vload(W, x + (rb * k + c1) * LANES)
-            e1 = vload(W, x + (rc * k + c1) * LANES)
-            for p in range(c):
-                y0 = vload(W, u + (c * k + p) * LANES)
-                y1 = vload(W, u + (c1 * k + p) * LANES)
+        for c0 in range(0, k, 3):
+            ca = c0
+            cb = min(c0 + 1, k - 1)
+            cc = min(c0 + 2, k - 1)
+            s_aa = vload(W, x + (ra * k + ca) * LANES)
+            s_ab = vload(W, x + (ra * k + cb) * LANES)
+            s_ac = vload(W, x + (ra * k + cc) * LANES)
+            s_ba = vload(W, x + (rb * k + ca) * LANES)
+            s_bb = vload(W, x + (rb * k + cb) * LANES)
+            s_bc = vload(W, x + (rb * k + cc) * LANES)
+            s_ca = vload(W, x + (rc * k + ca) * LANES)
+            s_cb = vload(W, x + (rc * k + cb) * LANES)
+            s_cc = vload(W, x + (rc * k + cc) * LANES)
+            for p in range(c0):
                 xa = vload(W, x + (ra * k + p) * LANES)
                 xb = vload(W, x + (rb * k + p) * LANES)
                 xc = vload(W, x + (rc * k + p) * LANES)
-                a0 = vfnma(a0, xa, y0)
-                b0 = vfnma(b0, xb, y0)
-                e0 = vfnma(e0, xc, y0)
-                a1 = vfnma(a1, xa, y1)
-                b1 = vfnma(b1, xb, y1)
-                e1 = vfnma(e1, xc, y1)
-            r0v = vload(R, rinv + c * LANES)
-            a0 = vmul(a0, r0v)
-            b0 = vmul(b0, r0v)
-            e0 = vmul(e0, r0v)
-            vstore(W, x + (ra * k + c) * LANES, a0)
-            if rb != ra:
-                vstore(W, x + (rb * k + c) * LANES, b0)
-            if rc != rb:
-                vstore(W, x + (rc * k + c) * LANES, e0)
-            if c1 != c:
-                y = vload(W, u + (c1 * k + c) * LANES)
-                r1v = vload(R, rinv + c1 * LANES)
-                vstore(W, x + (ra * k + c1) * LANES, vmul(vfnma(a1, a0, y), r1v))
-                if rb != ra:
-                    vstore(W, x + (rb * k + c1) * LANES, vmul(vfnma(b1, b0, y), r1v))
-                if rc != rb:
-                    vstore(W, x + (rc * k + c1) * LANES, vmul(vfnma(e1, e0, y), r1v))
-            c += 2
+                ya = vload(W, u + (ca * k + p) * LANES)
+                yb = vload(W, u + (cb * k + p) * LANES)
+                yc = vload(W, u + (cc * k + p) * LANES)
+                s_aa = vfnma(s_aa, xa, ya)
+                s_ab = vfnma(s_ab, xa, yb)
+                s_ac = vfnma(s_ac, xa, yc)
+                s_ba = vfnma(s_ba, xb, ya)
+                s_bb = vfnma(s_bb, xb, yb)
+                s_bc = vfnma(s_bc, xb, yc)
+                s_ca = vfnma(s_ca, xc, ya)
+                s_cb = vfnma(s_cb, xc, yb)
+                s_cc = vfnma(s_cc, xc, yc)
+            # the 3 x 3 diagonal block of U, column by column
+            r_a = vload(R, rinv + ca * LANES)
+            s_aa = vmul(s_aa, r_a)
+            s_ba = vmul(s_ba, r_a)
+            s_ca = vmul(s_ca, r_a)
+            _store_col3(W, x + ca * LANES, ra * k * LANES, rb * k * LANES, rc * k * LANES,
+                        rb != ra, rc != rb, s_aa, s_ba, s_ca)
+            if cb != ca:
+                u_ba = vload(W, u + (cb * k + ca) * LANES)
+                r_b = vload(R, rinv + cb * LANES)
+                s_ab = vmul(vfnma(s_ab, s_aa, u_ba), r_b)
+                s_bb = vmul(vfnma(s_bb, s_ba, u_ba), r_b)
+                s_cb = vmul(vfnma(s_cb, s_ca, u_ba), r_b)
+                _store_col3(W, x + cb * LANES, ra * k * LANES, rb * k * LANES, rc * k * LANES,
+                            rb != ra, rc != rb, s_ab, s_bb, s_cb)
+                if cc != cb:
+                    u_ca = vload(W, u + (cc * k + ca) * LANES)
+                    u_cb = vload(W, u + (cc * k + cb) * LANES)
+                    r_c = vload(R, rinv + cc * LANES)
+                    s_ac = vmul(vfnma(vfnma(s_ac, s_aa, u_ca), s_ab, u_cb), r_c)
+                    s_bc = vmul(vfnma(vfnma(s_bc, s_ba, u_ca), s_bb, u_cb), r_c)
+                    s_cc = vmul(vfnma(vfnma(s_cc, s_ca, u_ca), s_cb, u_cb), r_c)
+                    _store_col3(W, x + cc * LANES, ra * k * LANES, rb * k * LANES,
+                                rc * k * LANES, rb != ra, rc != rb, s_ac, s_bc, s_cc)
+
+
+@njit(**_INLINE)
+def _store_col3(W, base, oa, ob, oc, has_b, has_c, va, vb, vc):
+    vstore(W, base + oa, va)
+    if has_b:
+        vstore(W, base + ob, vb)
+    if has_c:
+        vstore(W, base + oc, vc)
+
+
+@njit(**_INLINE)
+def _pivot(W, R, stat, s, rinv, row1, c, k, acc):
+    """Diagonal entry c of the factor from its updated value acc; returns its reciprocal."""
+    _pivots(acc, stat, row1 + c)
+    sq = vsqrt(acc)
+    rc = vrecip(sq)
+    vstore(W, s + (c * k + c) * LANES, sq)
+    vstore(R, rinv + c * LANES, rc)
+    return rc
 
 
 @njit(**_INLINE)
 def _potrf(W, R, stat, s, rinv, row1, k):
     """Lower Cholesky of the k x k lane block at s in place; 1/diag to R[rinv:].
 
-    Right-looking: scale column c, then a rank-1 update of the trailing lower
-    triangle, next column first, so the next pivot is ready after one FMA.
+    Left-looking over column triples in 3 x 3 register tiles: the diagonal
+    tile and each tile below it first take the columns already factored
+    (``sum_{p < j0} L[i, p] L[j, p]``), then are factored / solved in
+    registers, so the pivot chain never goes through memory. Every entry sums
+    its terms in ascending p: the result is that of the right-looking
+    column-by-column algorithm, bitwise.
     """
-    for c in range(k):
-        acc = vload(W, s + (c * k + c) * LANES)
-        _pivots(acc, stat, row1 + c)
-        sq = vsqrt(acc)
-        rc = vrecip(sq)
-        vstore(W, s + (c * k + c) * LANES, sq)
-        vstore(R, rinv + c * LANES, rc)
-        for r in range(c + 1, k):
-            vstore(W, s + (r * k + c) * LANES, vmul(vload(W, s + (r * k + c) * LANES), rc))
-        # trailing update, next column first (critical path)
-        for j in range(c + 1, k):
-            lj = vload(W, s + (j * k + c) * LANES)
-            for r in range(j, k):
-                o = s + (r * k + j) * LANES
-                vstore(W, o, vfnma(vload(W, o), vload(W, s + (r * k + c) * LANES), lj))
+    for j0 in range(0, k, 3):
+        ja = j0
+        jb = min(j0 + 1, k - 1)
+        jc = min(j0 + 2, k - 1)
+        d_aa = vload(W, s + (ja * k + ja) * LANES)
+        d_ba = vload(W, s + (jb * k + ja) * LANES)
+        d_bb = vload(W, s + (jb * k + jb) * LANES)
+        d_ca = vload(W, s + (jc * k + ja) * LANES)
+        d_cb = vload(W, s + (jc * k + jb) * LANES)
+        d_cc = vload(W, s + (jc * k + jc) * LANES)
+        for p in range(j0):
+            xa = vload(W, s + (ja * k + p) * LANES)
+            xb = vload(W, s + (jb * k + p) * LANES)
+            xc = vload(W, s + (jc * k + p) * LANES)
+            d_aa = vfnma(d_aa, xa, xa)
+            d_ba = vfnma(d_ba, xb, xa)
+            d_bb = vfnma(d_bb, xb, xb)
+            d_ca = vfnma(d_ca, xc, xa)
+            d_cb = vfnma(d_cb, xc, xb)
+            d_cc = vfnma(d_cc, xc, xc)
+        r_a = _pivot(W, R, stat, s, rinv, row1, ja, k, d_aa)
+        if jb == ja:
+            break  # last column
+        l_ba = vmul(d_ba, r_a)
+        vstore(W, s + (jb * k + ja) * LANES, l_ba)
+        r_b = _pivot(W, R, stat, s, rinv, row1, jb, k, vfnma(d_bb, l_ba, l_ba))
+        if jc == jb:
+            break
+        l_ca = vmul(d_ca, r_a)
+        l_cb = vmul(vfnma(d_cb, l_ca, l_ba), r_b)
+        vstore(W, s + (jc * k + ja) * LANES, l_ca)
+        vstore(W, s + (jc * k + jb) * LANES, l_cb)
+        r_c = _pivot(W, R, stat, s, rinv, row1, jc, k, vfnma(vfnma(d_cc, l_ca, l_ca), l_cb, l_cb))
+        # the rows below, three at a time
+        for i0 in range(j0 + 3, k, 3):
+            ia = i0
+            ib = min(i0 + 1, k - 1)
+            ic = min(i0 + 2, k - 1)
+            s_aa = vload(W, s + (ia * k + ja) * LANES)
+            s_ab = vload(W, s + (ia * k + jb) * LANES)
+            s_ac = vload(W, s + (ia * k + jc) * LANES)
+            s_ba = vload(W, s + (ib * k + ja) * LANES)
+            s_bb = vload(W, s + (ib * k + jb) * LANES)
+            s_bc = vload(W, s + (ib * k + jc) * LANES)
+            s_ca = vload(W, s + (ic * k + ja) * LANES)
+            s_cb = vload(W, s + (ic * k + jb) * LANES)
+            s_cc = vload(W, s + (ic * k + jc) * LANES)
+            for p in range(j0):
+                xa = vload(W, s + (ia * k + p) * LANES)
+                xb = vload(W, s + (ib * k + p) * LANES)
+                xc = vload(W, s + (ic * k + p) * LANES)
+                ya = vload(W, s + (ja * k + p) * LANES)
+                yb = vload(W, s + (jb * k + p) * LANES)
+                yc = vload(W, s + (jc * k + p) * LANES)
+                s_aa = vfnma(s_aa, xa, ya)
+                s_ab = vfnma(s_ab, xa, yb)
+                s_ac = vfnma(s_ac, xa, yc)
+                s_ba = vfnma(s_ba, xb, ya)
+                s_bb = vfnma(s_bb, xb, yb)
+                s_bc = vfnma(s_bc, xb, yc)
+                s_ca = vfnma(s_ca, xc, ya)
+                s_cb = vfnma(s_cb, xc, yb)
+                s_cc = vfnma(s_cc, xc, yc)
+            s_aa = vmul(s_aa, r_a)
+            s_ba = vmul(s_ba, r_a)
+            s_ca = vmul(s_ca, r_a)
+            s_ab = vmul(vfnma(s_ab, s_aa, l_ba), r_b)
+            s_bb = vmul(vfnma(s_bb, s_ba, l_ba), r_b)
+            s_cb = vmul(vfnma(s_cb, s_ca, l_ba), r_b)
+            s_ac = vmul(vfnma(vfnma(s_ac, s_aa, l_ca), s_ab, l_cb), r_c)
+            s_bc = vmul(vfnma(vfnma(s_bc, s_ba, l_ca), s_bb, l_cb), r_c)
+            s_cc = vmul(vfnma(vfnma(s_cc, s_ca, l_ca), s_cb, l_cb), r_c)
+            has_b = ib != ia
+            has_c = ic != ib
+            _store_col3(W, s + ja * LANES, ia * k * LANES, ib * k * LANES, ic * k * LANES,
+                        has_b, has_c, s_aa, s_ba, s_ca)
+            _store_col3(W, s + jb * LANES, ia * k * LANES, ib * k * LANES, ic * k * LANES,
+                        has_b, has_c, s_ab, s_bb, s_cb)
+            _store_col3(W, s + jc * LANES, ia * k * LANES, ib * k * LANES, ic * k * LANES,
+                        has_b, has_c, s_ac, s_bc, s_cc)
 
 
 @njit(**_INLINE)
