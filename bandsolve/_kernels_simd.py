@@ -24,12 +24,15 @@ M = L L^T in the same storage, LAPACK-style ``info``), computed differently:
   so the hot loops never divide.
 * **Fused solve.** ``factor_solve`` gathers the band into a ring of w+1
   block rows, factors block row t there and runs its forward substitution
-  right away (data still in L1), then packs the row into F in the order the
-  backward substitution reads it (``_pack_row``: transposed, the diagonal
-  block as a packed triangle with reciprocal pivots, about 0.8 of the band
-  for LANES items). F is written with streaming stores when it cannot stay
-  in cache (``NT_MIN_BYTES``): the band is read once from memory, F written
-  once and read once, and no full-size factor is ever allocated.
+  right away (data still in L1). For the backward substitution it keeps
+  neither the band nor L but G[t,d] = L[t,t]^{-T} L[t+d,t]^T, formed while
+  both blocks are in the ring, and v_t = L[t,t]^{-T} y_t, so that
+  x_t = v_t - sum_d G[t,d] x_{t+d}: w k^2 values per block row, half the
+  band at w = 1. G is written with streaming stores when it cannot stay in
+  cache (``NT_MIN_BYTES``): the band is read once from memory, G written
+  once and read once, and no full-size factor is ever allocated. The
+  partitioned solver (``_kernels_part``) packs L itself instead
+  (``_pack_row``), which its extra forward sweeps need.
 * **Status.** A pivot that is not finite and positive marks the lane failed
   (``info = t k + r + 1``, the first one) and its results NaN. A non-finite
   input value always makes the pivot of its row (or an earlier one) fail, so
@@ -612,6 +615,113 @@ def _backward_packed(F, Y, t, T, n_diag, k, nrhs, frow, ntri):
 
 
 @njit(**_INLINE)
+def _coupling_solve(W, R, Xb, c, u, rinv, k):
+    """Xb <- X = C U^{-1} (C at c, U lower at u, 1/diag(U) at rinv; Xb at 0).
+
+    With C = L[t, s] and U = L[s, s], X^T = L[s,s]^{-T} L[t,s]^T is the block
+    the backward substitution of ``factor_solve`` multiplies x_t by. Columns
+    of X are solved from the last to the first (X U = C is an upper system in
+    the columns), in 3 x 3 register tiles as in ``_trsm_right_lower_t``.
+    Rows and columns clamped past the ends are duplicates of the same values.
+    """
+    for r0 in range(0, k, 3):
+        ra = r0
+        rb = min(r0 + 1, k - 1)
+        rc = min(r0 + 2, k - 1)
+        for m in range(0, k, 3):
+            ca = k - 1 - m           # highest column of the tile
+            cb = max(ca - 1, 0)
+            cc = max(ca - 2, 0)
+            s_aa = vload(W, c + (ra * k + ca) * LANES)
+            s_ab = vload(W, c + (ra * k + cb) * LANES)
+            s_ac = vload(W, c + (ra * k + cc) * LANES)
+            s_ba = vload(W, c + (rb * k + ca) * LANES)
+            s_bb = vload(W, c + (rb * k + cb) * LANES)
+            s_bc = vload(W, c + (rb * k + cc) * LANES)
+            s_ca = vload(W, c + (rc * k + ca) * LANES)
+            s_cb = vload(W, c + (rc * k + cb) * LANES)
+            s_cc = vload(W, c + (rc * k + cc) * LANES)
+            for i in range(ca + 1, k):
+                xa = vload(Xb, (ra * k + i) * LANES)
+                xb = vload(Xb, (rb * k + i) * LANES)
+                xc = vload(Xb, (rc * k + i) * LANES)
+                ya = vload(W, u + (i * k + ca) * LANES)
+                yb = vload(W, u + (i * k + cb) * LANES)
+                yc = vload(W, u + (i * k + cc) * LANES)
+                s_aa = vfnma(s_aa, xa, ya)
+                s_ab = vfnma(s_ab, xa, yb)
+                s_ac = vfnma(s_ac, xa, yc)
+                s_ba = vfnma(s_ba, xb, ya)
+                s_bb = vfnma(s_bb, xb, yb)
+                s_bc = vfnma(s_bc, xb, yc)
+                s_ca = vfnma(s_ca, xc, ya)
+                s_cb = vfnma(s_cb, xc, yb)
+                s_cc = vfnma(s_cc, xc, yc)
+            r_a = vload(R, rinv + ca * LANES)
+            s_aa = vmul(s_aa, r_a)
+            s_ba = vmul(s_ba, r_a)
+            s_ca = vmul(s_ca, r_a)
+            vstore(Xb, (ra * k + ca) * LANES, s_aa)
+            vstore(Xb, (rb * k + ca) * LANES, s_ba)
+            vstore(Xb, (rc * k + ca) * LANES, s_ca)
+            if cb != ca:
+                u_ba = vload(W, u + (ca * k + cb) * LANES)
+                r_b = vload(R, rinv + cb * LANES)
+                s_ab = vmul(vfnma(s_ab, s_aa, u_ba), r_b)
+                s_bb = vmul(vfnma(s_bb, s_ba, u_ba), r_b)
+                s_cb = vmul(vfnma(s_cb, s_ca, u_ba), r_b)
+                vstore(Xb, (ra * k + cb) * LANES, s_ab)
+                vstore(Xb, (rb * k + cb) * LANES, s_bb)
+                vstore(Xb, (rc * k + cb) * LANES, s_cb)
+                if cc != cb:
+                    u_ca = vload(W, u + (ca * k + cc) * LANES)
+                    u_cb = vload(W, u + (cb * k + cc) * LANES)
+                    r_c = vload(R, rinv + cc * LANES)
+                    s_ac = vmul(vfnma(vfnma(s_ac, s_aa, u_ca), s_ab, u_cb), r_c)
+                    s_bc = vmul(vfnma(vfnma(s_bc, s_ba, u_ca), s_bb, u_cb), r_c)
+                    s_cc = vmul(vfnma(vfnma(s_cc, s_ca, u_ca), s_cb, u_cb), r_c)
+                    vstore(Xb, (ra * k + cc) * LANES, s_ac)
+                    vstore(Xb, (rb * k + cc) * LANES, s_bc)
+                    vstore(Xb, (rc * k + cc) * LANES, s_cc)
+
+
+@njit(**_INLINE)
+def _diag_backward(W, R, Y, s, k, nrhs, row_stride, block, nrow):
+    """y_s <- L[s,s]^{-T} y_s in place (row s still in the ring): the
+    backward substitution of a block row with no coupling terms."""
+    _backward_block_row(W, R, Y, s, s + 1, nrow, k, nrhs, row_stride, block, nrow)
+
+
+@njit(**_INLINE)
+def _put_transposed(Xb, F, fo, k, nt):
+    """F[fo + (j k + r) LANES] <- Xb[(r k + j) LANES]: G = X^T, row-major, the
+    order in which ``_backward_coupled`` reads it."""
+    o = fo
+    for j in range(k):
+        for r in range(k):
+            _put(F, o, vload(Xb, (r * k + j) * LANES), nt)
+            o += LANES
+
+
+@njit(**_INLINE)
+def _backward_coupled(F, Y, t, T, n_diag, k, nrhs, frow):
+    """x_t <- v_t - sum_d G[t,d] x_{t+d} in place in Y, where Y holds
+    v_t = L[t,t]^{-T} y_t and F row t holds G[t,d] = L[t,t]^{-T} L[t+d,t]^T
+    (d = 1..w, k x k row-major each)."""
+    dmax = min(n_diag - 1, T - 1 - t)
+    for j in range(k):
+        for q in range(nrhs):
+            o = ((t * k + j) * nrhs + q) * LANES
+            acc = vload(Y, o)
+            for d in range(1, dmax + 1):
+                g = t * frow + ((d - 1) * k + j) * k * LANES
+                for r in range(k):
+                    acc = vfnma(acc, vload(F, g + r * LANES),
+                                vload(Y, (((t + d) * k + r) * nrhs + q) * LANES))
+            vstore(Y, o, acc)
+
+
+@njit(**_INLINE)
 def _aligned_empty(n, dtype_like):
     """A 1-D array of n values whose first element is aligned to a vector (for vstore_nt)."""
     raw = np.empty(n + LANES, dtype=dtype_like.dtype)
@@ -659,29 +769,42 @@ def _chunk_items(index, i0, n_valid, items):
 def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
     """Fused factor + solve: X[i] <- M_i^{-1} X[i]; A (B, w+1, T, k, k) is read only.
 
-    The band is gathered into a ring of w+1 block rows (L1/L2-resident); each
-    block row, once factored and used by the forward substitution, is packed
-    into F (``_pack_row``: the lower triangle of the diagonal block and the
-    w coupling blocks, transposed for the backward pass, about 0.8 of the
-    band's size for LANES items), with streaming stores when the F of all
-    workers reaches ``nt_min_bytes``. No full-size factor is ever allocated.
-    Use it when the batch is several chunks per thread. Failed items get NaN
-    in X and their status in ``info``.
+    The band is gathered into a ring of w+1 block rows (L1/L2-resident) and
+    block row t is factored there; the forward substitution runs right away,
+    y_t = L[t,t]^{-1} (b_t - sum_d L[t,t-d] y_{t-d}). What the backward pass
+    needs is kept in a per-thread buffer F, in one of two forms:
+
+    * small (the packed factor of all workers below ``nt_min_bytes``, so it
+      stays in cache): block row t of L, packed by ``_pack_row`` (transposed,
+      the diagonal block as a triangle with reciprocal pivots, 0.78 of the
+      band at w = 1), read back by ``_backward_packed``;
+    * large (memory bound): not L but G[t,d] = L[t,t]^{-T} L[t+d,t]^T,
+      formed at row t+d while both blocks are in the ring
+      (``_coupling_solve``), with v_t = L[t,t]^{-T} y_t computed in place
+      once the w rows after t have used y_t; then x_t = v_t - sum_d G[t,d]
+      x_{t+d} (``_backward_coupled``). w k^2 values per block row, half the
+      band at w = 1: a third less memory traffic for one more k x k
+      triangular solve per coupling block, written with streaming stores.
+
+    No full-size factor is ever allocated. Use it when the batch is several
+    chunks per thread. Failed items get NaN in X and their status in ``info``.
     """
     B, n_diag, T, k = A.shape[0], A.shape[1], A.shape[2], A.shape[3]
     nrhs = X.shape[3]
+    w = n_diag - 1
     block = k * k * LANES
     row_stride = n_diag * block
     ntri = k * (k + 1) // 2
-    frow = (ntri + (n_diag - 1) * k * k) * LANES
     A2 = A.reshape((B, n_diag * T * k * k))
     n_chunks = (B + LANES - 1) // LANES
     n_workers = min(n_threads, n_chunks)
-    nt = n_workers * T * frow * A.itemsize >= nt_min_bytes
+    coupled = n_workers * T * (ntri + w * k * k) * LANES * A.itemsize >= nt_min_bytes
+    frow = (w * k * k if coupled else ntri + w * k * k) * LANES
     for worker in prange(n_workers):
         W = np.empty(n_diag * row_stride, dtype=A.dtype)
         R = np.empty(n_diag * k * LANES, dtype=A.dtype)
-        F = _aligned_empty(T * frow, A)
+        Xb = np.empty(block, dtype=A.dtype)
+        F = _aligned_empty(max(T * frow, LANES), A)
         Y = np.empty(T * k * nrhs * LANES, dtype=A.dtype)
         items = np.empty(LANES, dtype=np.int64)
         stat = np.empty(LANES, dtype=np.int64)
@@ -692,7 +815,7 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
                 items[l] = i0 + min(l, n_valid - 1)
                 stat[l] = 0
             for t in range(T):
-                dmax = min(n_diag - 1, t)
+                dmax = min(w, t)
                 own = (t % n_diag) * row_stride
                 for d in range(dmax + 1):
                     _gather_block(A2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
@@ -700,10 +823,26 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
                 _gather_rhs(X, items, Y, t, k, nrhs)
                 _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n_diag)
                 _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n_diag)
-                _pack_row(W, R, F, t * frow, own, (t % n_diag) * k * LANES, dmax, k, block, nt)
+                if coupled:
+                    for d in range(1, dmax + 1):
+                        s = t - d
+                        _coupling_solve(W, R, Xb, own + d * block, (s % n_diag) * row_stride,
+                                        (s % n_diag) * k * LANES, k)
+                        _put_transposed(Xb, F, s * frow + (d - 1) * block, k, True)
+                    if t >= w:  # row t was the last to read y_{t-w}
+                        _diag_backward(W, R, Y, t - w, k, nrhs, row_stride, block, n_diag)
+                else:
+                    _pack_row(W, R, F, t * frow, own, (t % n_diag) * k * LANES, dmax, k, block,
+                              False)
+            if coupled:
+                for s in range(max(T - w, 0), T):
+                    _diag_backward(W, R, Y, s, k, nrhs, row_stride, block, n_diag)
             for t in range(T - 1, -1, -1):
                 _prefetch_packed_row(F, t - _AHEAD, frow)
-                _backward_packed(F, Y, t, T, n_diag, k, nrhs, frow, ntri)
+                if coupled:
+                    _backward_coupled(F, Y, t, T, n_diag, k, nrhs, frow)
+                else:
+                    _backward_packed(F, Y, t, T, n_diag, k, nrhs, frow, ntri)
                 _scatter_rhs(Y, X, items, n_valid, t, k, nrhs)
             for l in range(n_valid):
                 info[i0 + l] = stat[l]
@@ -828,3 +967,4 @@ def scan_nonfinite(A, info, only_failed):
                     break
             if found:
                 break
+

@@ -74,10 +74,12 @@ def test_simd_matches_reference(B, T, k, n_diag, nrhs, dtype, seed):
     np.testing.assert_allclose(x, x_ref, rtol=tol, atol=tol * scale)
     np.testing.assert_array_equal(A, A_before)  # read only
 
-    # the packed factor written with streaming stores: same operations, same bits
-    x_nt = X.copy()
-    _kernels_simd.factor_solve(A, x_nt, info, THREADS, 0)
-    np.testing.assert_array_equal(x_nt, x)
+    # the form the kernel takes for large F (coupling blocks G, streaming stores)
+    x_g = X.copy()
+    info = np.zeros(B, dtype=np.int64)
+    _kernels_simd.factor_solve(A, x_g, info, THREADS, 0)
+    np.testing.assert_array_equal(info, info_ref)
+    np.testing.assert_allclose(x_g, x_ref, rtol=tol, atol=tol * scale)
 
 
 @pytest.mark.parametrize("k", [1, 3, 8, 9])
@@ -101,8 +103,9 @@ def test_simd_solve_broadcast_index():
     np.testing.assert_allclose(x, x_ref, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("nt_min_bytes", [None, 0], ids=["packed", "coupled"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_simd_failures_are_isolated(threads):
+def test_simd_failures_are_isolated(threads, nt_min_bytes):
     rng = np.random.default_rng(2)
     B, T, k = 2 * LANES + 1, 6, 3
     A = spd_bands(rng, B, 2, T, k, np.float64)
@@ -113,7 +116,10 @@ def test_simd_failures_are_isolated(threads):
     _, info_ref, x_ref = reference(A, X, np.arange(B))
     x = X.copy()
     info = np.zeros(B, dtype=np.int64)
-    _kernels_simd.factor_solve(A, x, info, threads)
+    if nt_min_bytes is None:
+        _kernels_simd.factor_solve(A, x, info, threads)
+    else:
+        _kernels_simd.factor_solve(A, x, info, threads, nt_min_bytes)
     np.testing.assert_array_equal(info, info_ref)
     failed = info != 0
     assert set(np.flatnonzero(failed)) == {3, LANES + 2, LANES + 4}
@@ -137,8 +143,10 @@ def test_scan_ignores_unread_entries():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_factor_solve_long_streams_packed_factor(dtype):
-    """Large enough that the default threshold picks streaming stores for F."""
+def test_factor_solve_long_takes_coupled_form(dtype):
+    """Large enough that the default threshold keeps G = L[t,t]^-T L[t+d,t]^T
+    (streaming stores) instead of the packed factor; both agree with the
+    reference kernels."""
     rng = np.random.default_rng(4)
     B, T, k = 2 * LANES, 1100, 9
     A = spd_bands(rng, B, 2, T, k, dtype)
@@ -147,15 +155,64 @@ def test_factor_solve_long_streams_packed_factor(dtype):
     packed = T * (k * (k + 1) // 2 + k * k) * LANES * itemsize
     assert 2 * packed >= _kernels_simd.NT_MIN_BYTES
     _, info_ref, x_ref = reference(A, X, np.arange(B))
-    x = X.copy()
-    info = np.zeros(B, dtype=np.int64)
-    _kernels_simd.factor_solve(A, x, info, THREADS)
-    np.testing.assert_array_equal(info, info_ref)
     tol = tolerance(dtype)
-    np.testing.assert_allclose(x, x_ref, rtol=tol, atol=tol * np.abs(x_ref).max())
-    x_cached = X.copy()
-    _kernels_simd.factor_solve(A, x_cached, info, THREADS, 1 << 62)
-    np.testing.assert_array_equal(x_cached, x)
+    for nt_min_bytes in (_kernels_simd.NT_MIN_BYTES, 1 << 62):
+        x = X.copy()
+        info = np.zeros(B, dtype=np.int64)
+        _kernels_simd.factor_solve(A, x, info, THREADS, nt_min_bytes)
+        np.testing.assert_array_equal(info, info_ref)
+        np.testing.assert_allclose(x, x_ref, rtol=tol, atol=tol * np.abs(x_ref).max())
+
+
+def _dense(A):
+    B, n_diag, T, k, _ = A.shape
+    M = np.zeros((B, T * k, T * k))
+    for d in range(n_diag):
+        for t in range(T - d):
+            blk = A[:, d, t]
+            if d == 0:
+                blk = np.tril(blk) + np.swapaxes(np.tril(blk, -1), -1, -2)
+            M[:, (t + d) * k:(t + d + 1) * k, t * k:(t + 1) * k] = blk
+            if d:
+                M[:, t * k:(t + 1) * k, (t + d) * k:(t + d + 1) * k] = np.swapaxes(blk, -1, -2)
+    return M
+
+
+@pytest.mark.parametrize("n_diag", [2, 3])
+@pytest.mark.parametrize("eps_pivot", [1e-2, 1e-3])
+def test_coupled_form_is_backward_stable(n_diag, eps_pivot):
+    """Block substitution with G = L[t,t]^-T L[t+d,t]^T: |G| grows like
+    1/eps_pivot here (small pivots in some diagonal blocks of L, condition
+    numbers 2e4 to 2e9), yet the residual stays at round-off, as it does for
+    the packed factor: ||b - M x|| <= c eps ||M|| ||x||."""
+    rng = np.random.default_rng(5)
+    B, T, k = LANES, 40, 5
+    Ls = np.zeros((B, T * k, T * k))
+    for t in range(T):
+        blk = np.tril(0.1 * rng.standard_normal((B, k, k)), -1) + np.eye(k)
+        if t % 7 == 3:
+            blk[:, k - 1, k - 1] = eps_pivot
+        Ls[:, t * k:(t + 1) * k, t * k:(t + 1) * k] = blk
+        for d in range(1, n_diag):
+            if t + d < T:
+                Ls[:, (t + d) * k:(t + d + 1) * k, t * k:(t + 1) * k] = \
+                    0.08 * rng.standard_normal((B, k, k))
+    M = Ls @ np.swapaxes(Ls, -1, -2)
+    A = np.zeros((B, n_diag, T, k, k))
+    for d in range(n_diag):
+        for t in range(T - d):
+            A[:, d, t] = M[:, (t + d) * k:(t + d + 1) * k, t * k:(t + 1) * k]
+    M = _dense(A)
+    X = rng.standard_normal((B, T, k, 1))
+    for nt_min_bytes in (0, 1 << 62):  # coupled, packed
+        x = X.copy()
+        info = np.zeros(B, dtype=np.int64)
+        _kernels_simd.factor_solve(A, x, info, THREADS, nt_min_bytes)
+        assert not info.any()
+        xs = x.reshape(B, T * k)
+        r = X.reshape(B, T * k) - np.einsum("bij,bj->bi", M, xs)
+        berr = np.abs(r).max(axis=1) / (np.abs(M).max(axis=(1, 2)) * np.abs(xs).max(axis=1))
+        assert berr.max() < 50 * np.finfo(np.float64).eps, (nt_min_bytes, berr.max())
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
