@@ -761,6 +761,60 @@ def _chunk_items(index, i0, n_valid, items):
         items[l] = index[i0 + min(l, n_valid - 1)]
 
 
+@njit(**_INLINE)
+def fused_form(n_workers, T, n_diag, k, itemsize, nt_min_bytes):
+    """(coupled, frow) for ``factor_solve``'s buffer F: the coupled form (G
+    blocks, streaming stores) when the packed factor of all workers would
+    take ``nt_min_bytes`` or more, and the values per block row of F."""
+    w = n_diag - 1
+    ntri = k * (k + 1) // 2
+    coupled = n_workers * T * (ntri + w * k * k) * LANES * itemsize >= nt_min_bytes
+    return coupled, (w * k * k if coupled else ntri + w * k * k) * LANES
+
+
+@njit(**_INLINE)
+def _fused_row(W, R, Y, F, Xb, stat, t, T, n_diag, k, nrhs, frow, coupled):
+    """Block row t of a fused factor + solve, once its band row is in the ring
+    and its right-hand side in Y: factor, forward-substitute, and keep in F
+    what the backward pass needs (see ``factor_solve``)."""
+    w = n_diag - 1
+    dmax = min(w, t)
+    block = k * k * LANES
+    row_stride = n_diag * block
+    own = (t % n_diag) * row_stride
+    _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n_diag)
+    _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n_diag)
+    if coupled:
+        for d in range(1, dmax + 1):
+            s = t - d
+            _coupling_solve(W, R, Xb, own + d * block, (s % n_diag) * row_stride,
+                            (s % n_diag) * k * LANES, k)
+            _put_transposed(Xb, F, s * frow + (d - 1) * block, k, True)
+        if t >= w:  # row t was the last to read y_{t-w}
+            _diag_backward(W, R, Y, t - w, k, nrhs, row_stride, block, n_diag)
+    else:
+        _pack_row(W, R, F, t * frow, own, (t % n_diag) * k * LANES, dmax, k, block, False)
+
+
+@njit(**_INLINE)
+def _fused_backward(W, R, Y, F, X, items, n_valid, T, n_diag, k, nrhs, frow, coupled):
+    """The backward pass of a fused factor + solve after its last ``_fused_row``;
+    the solution goes to X[items[l]] for the first n_valid lanes."""
+    w = n_diag - 1
+    block = k * k * LANES
+    if coupled:
+        for s in range(max(T - w, 0), T):
+            _diag_backward(W, R, Y, s, k, nrhs, n_diag * block, block, n_diag)
+    ntri = k * (k + 1) // 2
+    for t in range(T - 1, -1, -1):
+        _prefetch_packed_row(F, t - _AHEAD, frow)
+        if coupled:
+            _backward_coupled(F, Y, t, T, n_diag, k, nrhs, frow)
+        else:
+            _backward_packed(F, Y, t, T, n_diag, k, nrhs, frow, ntri)
+        _scatter_rhs(Y, X, items, n_valid, t, k, nrhs)
+
+
 # ---------------------------------------------------------------------------
 # drivers (parallel over chunks of LANES items)
 
@@ -794,12 +848,10 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
     w = n_diag - 1
     block = k * k * LANES
     row_stride = n_diag * block
-    ntri = k * (k + 1) // 2
     A2 = A.reshape((B, n_diag * T * k * k))
     n_chunks = (B + LANES - 1) // LANES
     n_workers = min(n_threads, n_chunks)
-    coupled = n_workers * T * (ntri + w * k * k) * LANES * A.itemsize >= nt_min_bytes
-    frow = (w * k * k if coupled else ntri + w * k * k) * LANES
+    coupled, frow = fused_form(n_workers, T, n_diag, k, A.itemsize, nt_min_bytes)
     for worker in prange(n_workers):
         W = np.empty(n_diag * row_stride, dtype=A.dtype)
         R = np.empty(n_diag * k * LANES, dtype=A.dtype)
@@ -821,29 +873,8 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
                     _gather_block(A2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
                 _prefetch_block_row(A2, items, T, t + _AHEAD, n_diag, k)
                 _gather_rhs(X, items, Y, t, k, nrhs)
-                _factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n_diag)
-                _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n_diag)
-                if coupled:
-                    for d in range(1, dmax + 1):
-                        s = t - d
-                        _coupling_solve(W, R, Xb, own + d * block, (s % n_diag) * row_stride,
-                                        (s % n_diag) * k * LANES, k)
-                        _put_transposed(Xb, F, s * frow + (d - 1) * block, k, True)
-                    if t >= w:  # row t was the last to read y_{t-w}
-                        _diag_backward(W, R, Y, t - w, k, nrhs, row_stride, block, n_diag)
-                else:
-                    _pack_row(W, R, F, t * frow, own, (t % n_diag) * k * LANES, dmax, k, block,
-                              False)
-            if coupled:
-                for s in range(max(T - w, 0), T):
-                    _diag_backward(W, R, Y, s, k, nrhs, row_stride, block, n_diag)
-            for t in range(T - 1, -1, -1):
-                _prefetch_packed_row(F, t - _AHEAD, frow)
-                if coupled:
-                    _backward_coupled(F, Y, t, T, n_diag, k, nrhs, frow)
-                else:
-                    _backward_packed(F, Y, t, T, n_diag, k, nrhs, frow, ntri)
-                _scatter_rhs(Y, X, items, n_valid, t, k, nrhs)
+                _fused_row(W, R, Y, F, Xb, stat, t, T, n_diag, k, nrhs, frow, coupled)
+            _fused_backward(W, R, Y, F, X, items, n_valid, T, n_diag, k, nrhs, frow, coupled)
             for l in range(n_valid):
                 info[i0 + l] = stat[l]
                 if stat[l] != 0:

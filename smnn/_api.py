@@ -244,11 +244,17 @@ def ode_forward(coefficients, rhs_equation, init_vars, steps, *, n_steps=None,
         check_finite=check_finite,
     )
     batch = P.check_rhs(plan, rhs, init)
-    bands = _assembly.assemble_bands(plan)
     b = _assembly.assemble_rhs(plan, rhs, init, batch, plan.dtype)
-    with _explain_not_positive_definite(plan):
-        x = bandsolve.solve(bands, b, overwrite_bands=True, overwrite_b=True,
-                            check_finite=False, backend=plan.backend)
+    done = _assembly.assemble_solve(plan, batch, b)
+    if done:
+        x = b
+    else:
+        if done is None:  # a pivot failed and b was overwritten
+            b = _assembly.assemble_rhs(plan, rhs, init, batch, plan.dtype)
+        bands = _assembly.assemble_bands(plan)
+        with _explain_not_positive_definite(plan):
+            x = bandsolve.solve(bands, b, overwrite_bands=True, overwrite_b=True,
+                                check_finite=False, backend=plan.backend)
     u = x.reshape(batch + (plan.T, plan.D, plan.O))
     return _to_step_first(plan.xp, u, 3, is_step_dim_first)
 
@@ -363,10 +369,14 @@ def ode_adjoint(coefficients, rhs_equation, init_vars, steps, u, g, *, n_steps=N
         g = xp.moveaxis(g, 0, g.ndim - 3)
     u_flat = xp.ascontiguousarray(u, dtype=dtype).reshape(batch + (p.T, p.D, p.O))
     bbar = xp.array(g, dtype=dtype, order="C", copy=True).reshape(batch + (p.T, p.k))
-    bands = _assembly.assemble_bands(p)
-    with _explain_not_positive_definite(p):
-        bbar = bandsolve.solve(bands, bbar, overwrite_bands=True, overwrite_b=True,
-                               check_finite=False, backend=p.backend)
+    done = _assembly.assemble_solve(p, batch, bbar)
+    if not done:
+        if done is None:  # a pivot failed and bbar was overwritten
+            bbar = xp.array(g, dtype=dtype, order="C", copy=True).reshape(batch + (p.T, p.k))
+        bands = _assembly.assemble_bands(p)
+        with _explain_not_positive_definite(p):
+            bbar = bandsolve.solve(bands, bbar, overwrite_bands=True, overwrite_b=True,
+                                   check_finite=False, backend=p.backend)
     dtypes = tuple(_arrays.asarray(a, xp).dtype for a in (rhs_equation, init_vars))
     return _gradients(p, rhs, init, u_flat, bbar.reshape(u_flat.shape),
                       (tuple(rhs.shape), tuple(init.shape)), dtypes, bool(is_step_dim_first))

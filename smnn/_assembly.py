@@ -59,6 +59,7 @@ one pass over the band, parallel over the batch).
 
 import math
 
+import numba
 import numpy as np
 
 from . import _cpu
@@ -139,6 +140,33 @@ def assemble_bands(plan):
             _cpu.assemble_bands(coef, cidx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx, F,
                                 plan.central, bands)
     return bands.reshape(batch + bands.shape[1:])
+
+
+def assemble_solve(plan, batch, b):
+    """Solve M x = b in place in ``b`` (batch + (T, k)) with M assembled inside
+    the fused factor + solve kernel (no band array); True when done.
+
+    False, with ``b`` unchanged, where the band path is the better one (not
+    NumPy, a batch too small to fill the lanes of every thread, or a matrix
+    shared by several right-hand sides: the band path factors it once). None,
+    with ``b`` overwritten, when a pivot failed: the caller builds b again and
+    takes the band path, which raises the explained LinAlgError.
+    """
+    lanes = _cpu.LANES
+    n_items = math.prod(batch)
+    threads = max(1, min(numba.get_num_threads(), -(-n_items // lanes)))
+    if (plan.xp is not np or plan.backend == "cuda" or tuple(batch) != tuple(plan.batch_shape)
+            or n_items < 2 * threads * lanes or b.dtype != plan.dtype
+            or not b.flags.c_contiguous):
+        return False
+    (coef, cidx), (steps, sidx), (weq, weidx), (wi, wiidx), (ws, wsidx) = _kernel_inputs(
+        plan, batch, plan.dtype)
+    F = _cpu.taylor_table(plan.O, plan.n_smooth_orders, plan.dtype)
+    info = np.zeros(n_items, dtype=np.int64)
+    X = b.reshape((n_items, plan.T, plan.k, 1))
+    _cpu.assemble_solve(coef, cidx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx, F,
+                        plan.central, X, info, threads)
+    return None if info.any() else True
 
 
 def gradients(plan, rhs_equation, init_vars, u, bbar):

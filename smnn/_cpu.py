@@ -4,6 +4,9 @@ The same rows, normal equations and row-local adjoint as ``smnn._assembly``
 (whose docstring states the math); here each batch item is one ``prange``
 iteration that walks t once and writes every band entry of its item, so the
 band array is touched once (no temporaries the size of the band).
+``assemble_solve`` goes further for batches that fill the SIMD lanes: it
+assembles block column t of LANES items into the ring of bandsolve's fused
+factor + solve (``bandsolve._kernels_simd``), so M never exists as an array.
 
 Batch broadcasting is by index maps: an input with its own batch of n items is
 passed flattened as (n, core...) together with an int64 map ``idx`` (B,) from
@@ -20,9 +23,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-_OPTS = dict(cache=True, nogil=True, fastmath={"contract"})
+from bandsolve import _kernels_simd as _ks
 
-__all__ = ["assemble_bands", "gradients", "flat_batch", "threads_for"]
+_OPTS = dict(cache=True, nogil=True, fastmath={"contract"})
+_INLINE = dict(_OPTS, inline="always")
+
+__all__ = ["assemble_bands", "assemble_solve", "gradients", "flat_batch", "threads_for"]
+
+LANES = _ks.LANES
 
 
 @contextlib.contextmanager
@@ -125,6 +133,72 @@ def _refresh(ws_t, cached, K1, K2, K3, F):
             _taylor_matrices(ws_t[d], F, K1[d], K2[d], K3[d])
 
 
+@njit(**_INLINE)
+def _assemble_column(t, c, h, we, wi, ws, F, central, hp, dhp, K1, K2, K3, cached, carry,
+                     acc, off, low):
+    """Block column t of M: acc = M[t, t] (full, symmetric), off = M[t+1, t],
+    low = M[t+2, t] (central rows only).
+
+    ``carry`` holds the contributions of step t-1 to block t on entry and
+    those of step t to block t+1 on exit (zero at t = 0); hp, dhp, K1..K3 and
+    ``cached`` are scratch that ``_refresh`` keeps between columns.
+    """
+    T = h.shape[0] + 1
+    Tc, E = c.shape[0], c.shape[1]
+    Ti, Oi = wi.shape[0], wi.shape[2]
+    D, O = K1.shape[0], K1.shape[1]
+    k = D * O
+    tc = t if Tc > 1 else 0
+    # Equation rows: sum_e w c_e c_e^T (lower triangle, mirrored).
+    for i in range(k):
+        for j in range(i + 1):
+            v = carry[i, j]
+            for e in range(E):
+                v += we[t, e] * c[tc, e, i] * c[tc, e, j]
+            acc[i, j] = v
+            acc[j, i] = v
+    carry[...] = 0.0
+    # Initial-value rows.
+    if t < Ti:
+        for d in range(D):
+            for o in range(Oi):
+                acc[d * O + o, d * O + o] += wi[t, d, o]
+    off[...] = 0.0
+    if t < T - 1:
+        # Taylor rows of step t (forward and backward).
+        _refresh(ws[t], cached, K1, K2, K3, F)
+        _powers(h[t], hp, dhp)
+        for d in range(D):
+            base = d * O
+            for o1 in range(O):
+                for o2 in range(O):
+                    v = hp[o1 + o2]
+                    acc[base + o1, base + o2] += v * K1[d, o1, o2]
+                    carry[base + o1, base + o2] += v * K2[d, o1, o2]
+                    off[base + o1, base + o2] = v * K3[d, o1, o2]
+    if central:
+        # Central rows r = t-2, t-1, t with entries ca (block r, order
+        # O-2), cb (block r+1, order O-1), -ca (block r+2, order O-2).
+        i0, j0 = O - 2, O - 1
+        low[...] = 0.0
+        for r in range(max(t - 2, 0), min(t, T - 3) + 1):
+            _powers(h[r] + h[r + 1], hp, dhp)
+            ca, cb = hp[O - 3], hp[O - 2]
+            for d in range(D):
+                w = ws[r, d, O - 1]
+                i = d * O + i0
+                j = d * O + j0
+                if r == t:
+                    acc[i, i] += w * ca * ca
+                    off[j, i] += w * cb * ca  # M[t+1, t]
+                    low[i, i] = -w * ca * ca  # M[t+2, t]
+                elif r == t - 1:
+                    acc[j, j] += w * cb * cb
+                    off[i, j] -= w * ca * cb  # M[t+1, t] = M[r+2, r+1]
+                else:
+                    acc[i, i] += w * ca * ca
+
+
 @njit(parallel=True, **_OPTS)
 def assemble_bands(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx, F,
                    central, bands):
@@ -138,15 +212,10 @@ def assemble_bands(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
     """
     B, T, k = bands.shape[0], bands.shape[2], bands.shape[3]
     Tc, E, D, O = coef.shape[1], coef.shape[2], coef.shape[3], coef.shape[4]
-    Ti, Oi = winit.shape[1], winit.shape[3]
     dt = bands.dtype
     for b in prange(B):
         M = bands[b]
         c = coef[cidx[b]].reshape((Tc, E, k))
-        h = steps[sidx[b]]
-        we = weq[weidx[b]]
-        wi = winit[wiidx[b]]
-        ws = wsm[wsidx[b]]
         hp = np.empty(2 * O - 1, dtype=dt)
         dhp = np.empty(2 * O - 1, dtype=dt)
         K1 = np.empty((D, O, O), dtype=dt)
@@ -156,58 +225,15 @@ def assemble_bands(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
         acc = np.empty((k, k), dtype=dt)
         carry = np.zeros((k, k), dtype=dt)  # contributions of step t-1 to block t
         off = np.empty((k, k), dtype=dt)
+        low = np.empty((k, k), dtype=dt)
         for t in range(T):
-            tc = t if Tc > 1 else 0
-            # Equation rows: sum_e w c_e c_e^T (lower triangle, mirrored).
-            for i in range(k):
-                for j in range(i + 1):
-                    v = carry[i, j]
-                    for e in range(E):
-                        v += we[t, e] * c[tc, e, i] * c[tc, e, j]
-                    acc[i, j] = v
-                    acc[j, i] = v
-            carry[...] = 0.0
-            # Initial-value rows.
-            if t < Ti:
-                for d in range(D):
-                    for o in range(Oi):
-                        acc[d * O + o, d * O + o] += wi[t, d, o]
-            off[...] = 0.0
-            if t < T - 1:
-                # Taylor rows of step t (forward and backward).
-                _refresh(ws[t], cached, K1, K2, K3, F)
-                _powers(h[t], hp, dhp)
-                for d in range(D):
-                    base = d * O
-                    for o1 in range(O):
-                        for o2 in range(O):
-                            v = hp[o1 + o2]
-                            acc[base + o1, base + o2] += v * K1[d, o1, o2]
-                            carry[base + o1, base + o2] += v * K2[d, o1, o2]
-                            off[base + o1, base + o2] = v * K3[d, o1, o2]
-            if central:
-                # Central rows r = t-2, t-1, t with entries ca (block r, order
-                # O-2), cb (block r+1, order O-1), -ca (block r+2, order O-2).
-                i0, j0 = O - 2, O - 1
-                M[2, t] = 0.0
-                for r in range(max(t - 2, 0), min(t, T - 3) + 1):
-                    _powers(h[r] + h[r + 1], hp, dhp)
-                    ca, cb = hp[O - 3], hp[O - 2]
-                    for d in range(D):
-                        w = ws[r, d, O - 1]
-                        i = d * O + i0
-                        j = d * O + j0
-                        if r == t:
-                            acc[i, i] += w * ca * ca
-                            off[j, i] += w * cb * ca  # M[t+1, t]
-                            M[2, t, i, i] = -w * ca * ca  # M[t+2, t]
-                        elif r == t - 1:
-                            acc[j, j] += w * cb * cb
-                            off[i, j] -= w * ca * cb  # M[t+1, t] = M[r+2, r+1]
-                        else:
-                            acc[i, i] += w * ca * ca
+            _assemble_column(t, c, steps[sidx[b]], weq[weidx[b]], winit[wiidx[b]],
+                             wsm[wsidx[b]], F, central, hp, dhp, K1, K2, K3, cached, carry,
+                             acc, off, low)
             M[0, t] = acc
             M[1, t] = off
+            if central:
+                M[2, t] = low
 
 
 @njit(parallel=True, **_OPTS)
@@ -305,3 +331,88 @@ def gradients(coef, cidx, rhs, ridx, steps, sidx, weq, weidx, winit, wiidx, wsm,
                            + dcb * (wr * y[t + 1, d, j] - wb * x[t + 1, d, j]))
                 d_steps[b, t] += gc
                 d_steps[b, t + 1] += gc
+
+
+@njit(parallel=True, **_OPTS)
+def assemble_solve(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx, F, central,
+                   X, info, n_threads, nt_min_bytes=_ks.NT_MIN_BYTES):
+    """X[i] <- M_i^{-1} X[i] with M assembled on the fly: no band array.
+
+    The fused factor + solve of ``bandsolve._kernels_simd.factor_solve``
+    (LANES items per chunk in the lanes of a ring of w+1 block rows), fed by
+    ``_assemble_column`` per lane instead of a gather from the band: each lane
+    assembles block column t of its item's M into a ring of w+1 columns, and
+    block row t of the band, M[t, t-d] for d <= w, is read from columns t-d.
+    X (B, T, k, nrhs); inputs as in ``assemble_bands`` with maps over the B
+    items. ``info`` as in bandsolve (failed items: NaN in X).
+    """
+    B, T, k, nrhs = X.shape[0], X.shape[1], X.shape[2], X.shape[3]
+    Tc, E, D, O = coef.shape[1], coef.shape[2], coef.shape[3], coef.shape[4]
+    n_diag = 3 if central else 2
+    LANES = _ks.LANES
+    kk = k * k
+    block = kk * LANES
+    row_stride = n_diag * block
+    dt = X.dtype
+    n_chunks = (B + LANES - 1) // LANES
+    n_workers = min(n_threads, n_chunks)
+    coupled, frow = _ks.fused_form(n_workers, T, n_diag, k, X.itemsize, nt_min_bytes)
+    for worker in prange(n_workers):
+        W = np.empty(n_diag * row_stride, dtype=dt)
+        R = np.empty(n_diag * k * LANES, dtype=dt)
+        Xb = np.empty(block, dtype=dt)
+        Fb = _ks._aligned_empty(max(T * frow, LANES), X)
+        Y = np.empty(T * k * nrhs * LANES, dtype=dt)
+        items = np.empty(LANES, dtype=np.int64)
+        lanes = np.arange(LANES)
+        stat = np.empty(LANES, dtype=np.int64)
+        # per lane: assembly state and a ring of n_diag assembled columns
+        # (slot t % n_diag holds M[t, t], M[t+1, t], M[t+2, t])
+        cols = np.empty((LANES, n_diag * n_diag * kk), dtype=dt)
+        hp = np.empty(2 * O - 1, dtype=dt)
+        dhp = np.empty(2 * O - 1, dtype=dt)
+        K1 = np.empty((LANES, D, O, O), dtype=dt)
+        K2 = np.empty((LANES, D, O, O), dtype=dt)
+        K3 = np.empty((LANES, D, O, O), dtype=dt)
+        cached = np.empty((LANES, D, O), dtype=dt)
+        carry = np.empty((LANES, k, k), dtype=dt)
+        acc = np.empty((k, k), dtype=dt)
+        off = np.empty((k, k), dtype=dt)
+        low = np.zeros((k, k), dtype=dt)
+        acc1, off1, low1 = acc.reshape(kk), off.reshape(kk), low.reshape(kk)
+        for chunk in range(worker, n_chunks, n_workers):
+            i0 = chunk * LANES
+            n_valid = min(LANES, B - i0)
+            for l in range(LANES):
+                items[l] = i0 + min(l, n_valid - 1)
+                stat[l] = 0
+            cached[...] = np.nan
+            carry[...] = 0.0
+            for t in range(T):
+                slot = (t % n_diag) * n_diag * kk
+                for l in range(LANES):
+                    b = items[l]
+                    _assemble_column(t, coef[cidx[b]].reshape((Tc, E, k)), steps[sidx[b]],
+                                     weq[weidx[b]], winit[wiidx[b]], wsm[wsidx[b]], F, central,
+                                     hp, dhp, K1[l], K2[l], K3[l], cached[l], carry[l],
+                                     acc, off, low)
+                    cl = cols[l]
+                    for e in range(kk):
+                        cl[slot + e] = acc1[e]
+                        cl[slot + kk + e] = off1[e]
+                    if central:
+                        for e in range(kk):
+                            cl[slot + 2 * kk + e] = low1[e]
+                dmax = min(n_diag - 1, t)
+                own = (t % n_diag) * row_stride
+                for d in range(dmax + 1):  # M[t, t-d]: block d of column t-d
+                    src = (((t - d) % n_diag) * n_diag + d) * kk
+                    _ks._gather_block(cols, lanes, src, W, own + d * block, k)
+                _ks._gather_rhs(X, items, Y, t, k, nrhs)
+                _ks._fused_row(W, R, Y, Fb, Xb, stat, t, T, n_diag, k, nrhs, frow, coupled)
+            _ks._fused_backward(W, R, Y, Fb, X, items, n_valid, T, n_diag, k, nrhs, frow,
+                                coupled)
+            for l in range(n_valid):
+                info[i0 + l] = stat[l]
+                if stat[l] != 0:
+                    X[i0 + l] = np.nan
