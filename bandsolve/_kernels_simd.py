@@ -762,6 +762,44 @@ def _chunk_items(index, i0, n_valid, items):
 
 
 @njit(**_INLINE)
+def fused_workspace(T, n_diag, k, nrhs, frow, like):
+    """One worker's buffers for a fused factor + solve driver: the ring W and
+    its reciprocal pivots R, the scratch block Xb, F (``frow`` values per
+    block row, vector-aligned for streaming stores), Y, and the lane maps
+    ``items`` and ``stat``."""
+    block = k * k * LANES
+    W = np.empty(n_diag * n_diag * block, dtype=like.dtype)
+    R = np.empty(n_diag * k * LANES, dtype=like.dtype)
+    Xb = np.empty(block, dtype=like.dtype)
+    F = _aligned_empty(max(T * frow, LANES), like)
+    Y = np.empty(T * k * nrhs * LANES, dtype=like.dtype)
+    items = np.empty(LANES, dtype=np.int64)
+    stat = np.empty(LANES, dtype=np.int64)
+    return W, R, Xb, F, Y, items, stat
+
+
+@njit(**_INLINE)
+def _start_chunk(chunk, B, items, stat):
+    """Items of a chunk of LANES consecutive items (lanes past B repeat the
+    last one) and cleared status; returns (first item, lanes in use)."""
+    i0 = chunk * LANES
+    n_valid = min(LANES, B - i0)
+    for l in range(LANES):
+        items[l] = i0 + min(l, n_valid - 1)
+        stat[l] = 0
+    return i0, n_valid
+
+
+@njit(**_INLINE)
+def _finish_fused_chunk(stat, info, X, i0, n_valid):
+    """Status of the chunk's items into ``info``; NaN solutions where it failed."""
+    for l in range(n_valid):
+        info[i0 + l] = stat[l]
+        if stat[l] != 0:
+            X[i0 + l] = np.nan
+
+
+@njit(**_INLINE)
 def fused_form(n_workers, T, n_diag, k, itemsize, nt_min_bytes):
     """(coupled, frow) for ``factor_solve``'s buffer F: the coupled form (G
     blocks, streaming stores) when the packed factor of all workers would
@@ -853,19 +891,9 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
     n_workers = min(n_threads, n_chunks)
     coupled, frow = fused_form(n_workers, T, n_diag, k, A.itemsize, nt_min_bytes)
     for worker in prange(n_workers):
-        W = np.empty(n_diag * row_stride, dtype=A.dtype)
-        R = np.empty(n_diag * k * LANES, dtype=A.dtype)
-        Xb = np.empty(block, dtype=A.dtype)
-        F = _aligned_empty(max(T * frow, LANES), A)
-        Y = np.empty(T * k * nrhs * LANES, dtype=A.dtype)
-        items = np.empty(LANES, dtype=np.int64)
-        stat = np.empty(LANES, dtype=np.int64)
+        W, R, Xb, F, Y, items, stat = fused_workspace(T, n_diag, k, nrhs, frow, A)
         for chunk in range(worker, n_chunks, n_workers):
-            i0 = chunk * LANES
-            n_valid = min(LANES, B - i0)
-            for l in range(LANES):
-                items[l] = i0 + min(l, n_valid - 1)
-                stat[l] = 0
+            i0, n_valid = _start_chunk(chunk, B, items, stat)
             for t in range(T):
                 dmax = min(w, t)
                 own = (t % n_diag) * row_stride
@@ -875,10 +903,7 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
                 _gather_rhs(X, items, Y, t, k, nrhs)
                 _fused_row(W, R, Y, F, Xb, stat, t, T, n_diag, k, nrhs, frow, coupled)
             _fused_backward(W, R, Y, F, X, items, n_valid, T, n_diag, k, nrhs, frow, coupled)
-            for l in range(n_valid):
-                info[i0 + l] = stat[l]
-                if stat[l] != 0:
-                    X[i0 + l] = np.nan
+            _finish_fused_chunk(stat, info, X, i0, n_valid)
 
 
 @njit(parallel=True, **_OPTS)
@@ -900,11 +925,7 @@ def factor(A, L, info, n_threads):
         items = np.empty(LANES, dtype=np.int64)
         stat = np.empty(LANES, dtype=np.int64)
         for chunk in range(worker, n_chunks, n_workers):
-            i0 = chunk * LANES
-            n_valid = min(LANES, B - i0)
-            for l in range(LANES):
-                items[l] = i0 + min(l, n_valid - 1)
-                stat[l] = 0
+            i0, n_valid = _start_chunk(chunk, B, items, stat)
             for t in range(T):
                 dmax = min(n_diag - 1, t)
                 own = (t % n_diag) * row_stride

@@ -358,14 +358,8 @@ def assemble_solve(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
     n_workers = min(n_threads, n_chunks)
     coupled, frow = _ks.fused_form(n_workers, T, n_diag, k, X.itemsize, nt_min_bytes)
     for worker in prange(n_workers):
-        W = np.empty(n_diag * row_stride, dtype=dt)
-        R = np.empty(n_diag * k * LANES, dtype=dt)
-        Xb = np.empty(block, dtype=dt)
-        Fb = _ks._aligned_empty(max(T * frow, LANES), X)
-        Y = np.empty(T * k * nrhs * LANES, dtype=dt)
-        items = np.empty(LANES, dtype=np.int64)
+        W, R, Xb, Fb, Y, items, stat = _ks.fused_workspace(T, n_diag, k, nrhs, frow, X)
         lanes = np.arange(LANES)
-        stat = np.empty(LANES, dtype=np.int64)
         # per lane: assembly state and a ring of n_diag assembled columns
         # (slot t % n_diag holds M[t, t], M[t+1, t], M[t+2, t])
         cols = np.empty((LANES, n_diag * n_diag * kk), dtype=dt)
@@ -381,11 +375,7 @@ def assemble_solve(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
         low = np.zeros((k, k), dtype=dt)
         acc1, off1, low1 = acc.reshape(kk), off.reshape(kk), low.reshape(kk)
         for chunk in range(worker, n_chunks, n_workers):
-            i0 = chunk * LANES
-            n_valid = min(LANES, B - i0)
-            for l in range(LANES):
-                items[l] = i0 + min(l, n_valid - 1)
-                stat[l] = 0
+            i0, n_valid = _ks._start_chunk(chunk, B, items, stat)
             cached[...] = np.nan
             carry[...] = 0.0
             for t in range(T):
@@ -412,7 +402,4 @@ def assemble_solve(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
                 _ks._fused_row(W, R, Y, Fb, Xb, stat, t, T, n_diag, k, nrhs, frow, coupled)
             _ks._fused_backward(W, R, Y, Fb, X, items, n_valid, T, n_diag, k, nrhs, frow,
                                 coupled)
-            for l in range(n_valid):
-                info[i0 + l] = stat[l]
-                if stat[l] != 0:
-                    X[i0 + l] = np.nan
+            _ks._finish_fused_chunk(stat, info, X, i0, n_valid)
