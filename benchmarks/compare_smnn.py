@@ -235,10 +235,12 @@ def time_call(fn, args, repeats):
         t0 = time.perf_counter()
         fn(*args)
         elapsed = time.perf_counter() - t0
-        if elapsed > WARMUP_SECONDS and i > 0:
-            return elapsed  # warmed up, and too slow to repeat
-        if elapsed > WARMUP_SECONDS or time.perf_counter() - t_start > 2 * WARMUP_SECONDS:
-            repeats = 1 if elapsed > WARMUP_SECONDS else repeats
+        if elapsed > WARMUP_SECONDS:
+            if i > 0:
+                return elapsed  # warmed up, and too slow to repeat
+            repeats = 1
+            break
+        if time.perf_counter() - t_start > 2 * WARMUP_SECONDS:
             break
     best = math.inf
     for _ in range(repeats):
