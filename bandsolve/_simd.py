@@ -11,6 +11,7 @@ with a handful of intrinsics:
     vstore_nt(a, i, v)   the same, bypassing the caches (a[i] must be vector-aligned:
                          see ``vaddr``)
     vfnma(acc, x, y)     acc - x * y   (fused multiply-add where the CPU has one)
+    vfma(acc, x, y)      acc + x * y
     vmul(x, y), vsqrt(x), vrecip(x) = 1 / x, vlane(v, j) = v[j]
     vflush(x)            x with subnormal lanes set to 0; vabsmax(m, x) = max(m, |x|)
 
@@ -129,6 +130,19 @@ def vfnma(typingctx, acc, x, y):
     def codegen(context, builder, sig, args):
         prod = builder.fmul(args[1], args[2], flags=_FLAGS)
         return builder.fsub(args[0], prod, flags=_FLAGS)
+
+    return acc(acc, x, y), codegen
+
+
+@intrinsic
+def vfma(typingctx, acc, x, y):
+    """acc + x * y."""
+    if not isinstance(acc, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        prod = builder.fmul(args[1], args[2], flags=_FLAGS)
+        return builder.fadd(args[0], prod, flags=_FLAGS)
 
     return acc(acc, x, y), codegen
 

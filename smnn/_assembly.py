@@ -114,10 +114,14 @@ def _central_coefficients(xp, plan):
     return pw[..., O - 3], pw[..., O - 2], dpw[..., O - 3], dpw[..., O - 2]
 
 
-def _kernel_inputs(plan, batch, dtype):
-    """Flattened (array, index map) pairs of the M inputs for the CPU kernels."""
+def _kernel_inputs(plan, batch, dtype, flat_coef=False):
+    """Flattened (array, index map) pairs of the M inputs for the CPU kernels
+    (coefficients as (n, Tc, E, k) with ``flat_coef``)."""
+    coef = _cpu.flat_batch(plan.coef, 4, batch, dtype)
+    if flat_coef:
+        coef = (coef[0].reshape(coef[0].shape[:3] + (plan.k,)), coef[1])
     return (
-        _cpu.flat_batch(plan.coef, 4, batch, dtype),
+        coef,
         _cpu.flat_batch(plan.steps, 1, batch, dtype),
         _cpu.flat_batch(broadcast_rows(np, plan.w_eq2, (plan.T, plan.E)), 2, batch, dtype),
         _cpu.flat_batch(plan.w_init2, 3, batch, dtype),
@@ -131,14 +135,17 @@ def assemble_bands(plan):
         return assemble_bands_xp(plan)
     batch = plan.batch_shape
     (coef, cidx), (steps, sidx), (weq, weidx), (wi, wiidx), (ws, wsidx) = _kernel_inputs(
-        plan, batch, plan.dtype)
+        plan, batch, plan.dtype, flat_coef=True)
     n_items = math.prod(batch)
     bands = np.empty((n_items, plan.bandwidth + 1, plan.T, plan.k, plan.k), dtype=plan.dtype)
     if n_items:
         F = _cpu.taylor_table(plan.O, plan.n_smooth_orders, plan.dtype)
-        with _cpu.threads_for(n_items):
-            _cpu.assemble_bands(coef, cidx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx, F,
-                                plan.central, bands)
+        # Small batches: cut each item's steps into segments that fill the
+        # SIMD lanes of every thread (at least 64 steps each).
+        lanes = numba.get_num_threads() * _cpu.LANES
+        n_seg = max(1, min(-(-lanes // n_items), plan.T // 64))
+        _cpu.assemble_bands(coef, cidx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx, F,
+                            plan.central, n_seg, bands)
     return bands.reshape(batch + bands.shape[1:])
 
 
@@ -160,7 +167,7 @@ def assemble_solve(plan, batch, b):
             or not b.flags.c_contiguous):
         return False
     (coef, cidx), (steps, sidx), (weq, weidx), (wi, wiidx), (ws, wsidx) = _kernel_inputs(
-        plan, batch, plan.dtype)
+        plan, batch, plan.dtype, flat_coef=True)
     F = _cpu.taylor_table(plan.O, plan.n_smooth_orders, plan.dtype)
     info = np.zeros(n_items, dtype=np.int64)
     X = b.reshape((n_items, plan.T, plan.k, 1))

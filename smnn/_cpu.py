@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from bandsolve import _kernels_simd as _ks
+from bandsolve._simd import vfma, vfnma, vload, vmul, vsplat, vstore
 
 _OPTS = dict(cache=True, nogil=True, fastmath={"contract"})
 _INLINE = dict(_OPTS, inline="always")
@@ -134,106 +135,233 @@ def _refresh(ws_t, cached, K1, K2, K3, F):
 
 
 @njit(**_INLINE)
-def _assemble_column(t, c, h, we, wi, ws, F, central, hp, dhp, K1, K2, K3, cached, carry,
-                     acc, off, low):
-    """Block column t of M: acc = M[t, t] (full, symmetric), off = M[t+1, t],
-    low = M[t+2, t] (central rows only).
+def _lane_scratch(E, D, O, k, n_cols, dt):
+    """Scratch of ``_assemble_lanes`` for one chunk of LANES items."""
+    kk = k * k
+    cv = np.empty(E * k * LANES, dtype=dt)          # c[t, e, i] per lane
+    wc = np.empty(E * k * LANES, dtype=dt)          # w_eq[t, e] c[t, e, i]
+    hp = np.empty((2 * O - 1) * LANES, dtype=dt)    # powers of the step
+    hv = np.empty(2 * LANES, dtype=dt)              # a step and a weight per lane
+    Kv = np.empty(3 * D * O * O * LANES, dtype=dt)  # K1, K2, K3 per lane
+    Ks = np.empty((3, D, O, O), dtype=dt)           # one lane's K1..K3
+    cached = np.empty((LANES, D, O), dtype=dt)      # the weights Kv was built from
+    carry = np.empty(kk * LANES, dtype=dt)
+    cols = np.zeros(n_cols * kk * LANES, dtype=dt)  # assembled blocks
+    rows = np.empty((5, LANES), dtype=np.int64)     # each lane's row of the inputs
+    tl = np.zeros(LANES, dtype=np.int64)            # each lane's step t
+    return cv, wc, hp, hv, Kv, Ks, cached, carry, cols, rows, tl
 
-    ``carry`` holds the contributions of step t-1 to block t on entry and
-    those of step t to block t+1 on exit (zero at t = 0); hp, dhp, K1..K3 and
-    ``cached`` are scratch that ``_refresh`` keeps between columns.
+
+@njit(**_INLINE)
+def _start_lanes(items, cidx, sidx, weidx, wiidx, wsidx, rows, Kv, cached, carry):
+    """Input rows of the lanes' items; assembly state reset for t = 0."""
+    for l in range(LANES):
+        b = items[l]
+        rows[0, l] = cidx[b]
+        rows[1, l] = sidx[b]
+        rows[2, l] = weidx[b]
+        rows[3, l] = wiidx[b]
+        rows[4, l] = wsidx[b]
+    Kv[:] = 0.0
+    cached[...] = np.nan
+    carry[:] = 0.0
+
+
+@njit(**_INLINE)
+def _lane_powers(hv, hp):
+    """hp[n] = hv^n (lane layout), as ``_powers``."""
+    vstore(hp, 0, vsplat(1.0, vload(hv, 0)))
+    for n in range(1, hp.shape[0] // LANES):
+        vstore(hp, n * LANES, vmul(vload(hp, (n - 1) * LANES), vload(hv, 0)))
+
+
+@njit(**_INLINE)
+def _assemble_lanes(tl, rows, coef, steps, weq, winit, wsm, F, central, cv, wc, hp, hv, Kv, Ks,
+                    cached, carry, cols, c0):
+    """Block column tl[l] of M for the item of each SIMD lane l, in lane layout.
+
+    Writes M[t, t] (full, symmetric), M[t+1, t] and, with central rows,
+    M[t+2, t] to ``cols`` from offset c0, one block of k*k*LANES after the
+    other, element (i, j) of lane l at (i*k + j)*LANES + l. coef (nc, Tc, E, k),
+    the other inputs as in ``assemble_bands``, ``rows`` each lane's row of
+    them (``_start_lanes``). ``carry`` holds the contributions of step t-1 to
+    block t on entry and those of step t to block t+1 on exit; ``Kv`` and
+    ``cached`` keep the Taylor blocks between columns (rebuilt per lane when
+    its weights change). Lanes may be at different steps: a row a lane does
+    not have (no step after T-1, central rows outside [0, T-3]) enters it with
+    weight 0, so a lane's result depends on its item and t only (up to the
+    sign of zeros).
     """
-    T = h.shape[0] + 1
-    Tc, E = c.shape[0], c.shape[1]
-    Ti, Oi = wi.shape[0], wi.shape[2]
-    D, O = K1.shape[0], K1.shape[1]
-    k = D * O
-    tc = t if Tc > 1 else 0
+    T = steps.shape[1] + 1
+    Tc, E, k = coef.shape[1], coef.shape[2], coef.shape[3]
+    Ti, D, Oi = winit.shape[1], winit.shape[2], winit.shape[3]
+    O = Ks.shape[2]
+    block = k * k * LANES
+    acc, off, low = c0, c0 + block, c0 + 2 * block
+    kv2, kv3 = D * O * O * LANES, 2 * D * O * O * LANES
     # Equation rows: sum_e w c_e c_e^T (lower triangle, mirrored).
+    for e in range(E):
+        for i in range(k):
+            o = (e * k + i) * LANES
+            for l in range(LANES):
+                t = tl[l]
+                c = coef[rows[0, l], t if Tc > 1 else 0, e, i]
+                cv[o + l] = c
+                wc[o + l] = weq[rows[2, l], t, e] * c
     for i in range(k):
         for j in range(i + 1):
-            v = carry[i, j]
+            v = vload(carry, (i * k + j) * LANES)
             for e in range(E):
-                v += we[t, e] * c[tc, e, i] * c[tc, e, j]
-            acc[i, j] = v
-            acc[j, i] = v
-    carry[...] = 0.0
+                v = vfma(v, vload(wc, (e * k + i) * LANES), vload(cv, (e * k + j) * LANES))
+            vstore(cols, acc + (i * k + j) * LANES, v)
+            vstore(cols, acc + (j * k + i) * LANES, v)
+    carry[:] = 0.0
     # Initial-value rows.
-    if t < Ti:
-        for d in range(D):
-            for o in range(Oi):
-                acc[d * O + o, d * O + o] += wi[t, d, o]
-    off[...] = 0.0
-    if t < T - 1:
-        # Taylor rows of step t (forward and backward).
-        _refresh(ws[t], cached, K1, K2, K3, F)
-        _powers(h[t], hp, dhp)
+    for l in range(LANES):
+        t = tl[l]
+        if t < Ti:
+            for d in range(D):
+                for o in range(Oi):
+                    cols[acc + ((d * O + o) * k + d * O + o) * LANES + l] += winit[rows[3, l], t, d, o]
+    # Taylor rows of step t (forward and backward).
+    cols[off:off + block] = 0.0
+    n_step = 0
+    for l in range(LANES):
+        t = tl[l]
+        hv[l] = 0.0
+        if t < T - 1:
+            n_step += 1
+            hv[l] = steps[rows[1, l], t]
+            ws_t = wsm[rows[4, l], t]
+            same = True
+            for d in range(D):
+                for o in range(O):
+                    if ws_t[d, o] != cached[l, d, o]:
+                        same = False
+            if not same:
+                for d in range(D):
+                    for o in range(O):
+                        cached[l, d, o] = ws_t[d, o]
+                    _taylor_matrices(ws_t[d], F, Ks[0, d], Ks[1, d], Ks[2, d])
+                for m in range(3):
+                    for d in range(D):
+                        for o1 in range(O):
+                            for o2 in range(O):
+                                Kv[(((m * D + d) * O + o1) * O + o2) * LANES + l] = Ks[m, d, o1, o2]
+    if n_step:
+        _lane_powers(hv, hp)
+        for l in range(LANES):
+            if tl[l] >= T - 1:
+                hp[l] = 0.0  # with hv = 0 every power is then 0
         for d in range(D):
             base = d * O
             for o1 in range(O):
                 for o2 in range(O):
-                    v = hp[o1 + o2]
-                    acc[base + o1, base + o2] += v * K1[d, o1, o2]
-                    carry[base + o1, base + o2] += v * K2[d, o1, o2]
-                    off[base + o1, base + o2] = v * K3[d, o1, o2]
+                    v = vload(hp, (o1 + o2) * LANES)
+                    q = ((base + o1) * k + base + o2) * LANES
+                    kq = ((d * O + o1) * O + o2) * LANES
+                    vstore(cols, acc + q, vfma(vload(cols, acc + q), v, vload(Kv, kq)))
+                    vstore(carry, q, vfma(vload(carry, q), v, vload(Kv, kv2 + kq)))
+                    vstore(cols, off + q, vmul(v, vload(Kv, kv3 + kq)))
     if central:
         # Central rows r = t-2, t-1, t with entries ca (block r, order
         # O-2), cb (block r+1, order O-1), -ca (block r+2, order O-2).
         i0, j0 = O - 2, O - 1
-        low[...] = 0.0
-        for r in range(max(t - 2, 0), min(t, T - 3) + 1):
-            _powers(h[r] + h[r + 1], hp, dhp)
-            ca, cb = hp[O - 3], hp[O - 2]
+        cols[low:low + block] = 0.0
+        for rel in range(3):  # r = t - 2 + rel
+            n_row = 0
+            for l in range(LANES):
+                r = tl[l] - 2 + rel
+                hv[l] = 0.0
+                if 0 <= r <= T - 3:
+                    n_row += 1
+                    hv[l] = steps[rows[1, l], r] + steps[rows[1, l], r + 1]
+            if n_row == 0:
+                continue
+            _lane_powers(hv, hp)
+            ca, cb = vload(hp, (O - 3) * LANES), vload(hp, (O - 2) * LANES)
             for d in range(D):
-                w = ws[r, d, O - 1]
-                i = d * O + i0
-                j = d * O + j0
-                if r == t:
-                    acc[i, i] += w * ca * ca
-                    off[j, i] += w * cb * ca  # M[t+1, t]
-                    low[i, i] = -w * ca * ca  # M[t+2, t]
-                elif r == t - 1:
-                    acc[j, j] += w * cb * cb
-                    off[i, j] -= w * ca * cb  # M[t+1, t] = M[r+2, r+1]
+                for l in range(LANES):
+                    r = tl[l] - 2 + rel
+                    hv[LANES + l] = wsm[rows[4, l], r, d, O - 1] if 0 <= r <= T - 3 else 0.0
+                w = vload(hv, LANES)
+                ii = ((d * O + i0) * k + d * O + i0) * LANES
+                jj = ((d * O + j0) * k + d * O + j0) * LANES
+                ji = ((d * O + j0) * k + d * O + i0) * LANES
+                ij = ((d * O + i0) * k + d * O + j0) * LANES
+                if rel == 2:  # r == t
+                    wca = vmul(w, ca)
+                    vstore(cols, acc + ii, vfma(vload(cols, acc + ii), wca, ca))
+                    vstore(cols, off + ji, vfma(vload(cols, off + ji), vmul(w, cb), ca))
+                    vstore(cols, low + ii, vmul(vmul(vmul(w, vsplat(-1.0, w)), ca), ca))
+                elif rel == 1:  # r == t-1: M[t+1, t] = M[r+2, r+1]
+                    vstore(cols, acc + jj, vfma(vload(cols, acc + jj), vmul(w, cb), cb))
+                    vstore(cols, off + ij, vfnma(vload(cols, off + ij), vmul(w, ca), cb))
                 else:
-                    acc[i, i] += w * ca * ca
+                    vstore(cols, acc + ii, vfma(vload(cols, acc + ii), vmul(w, ca), ca))
 
 
 @njit(parallel=True, **_OPTS)
 def assemble_bands(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx, F,
-                   central, bands):
+                   central, n_seg, bands):
     """Write the lower block band of M into ``bands`` (B, w+1, T, k, k).
 
-    coef (nc, Tc, E, D, O); steps (ns, T-1); weq (nwe, T, E), winit
+    coef (nc, Tc, E, k); steps (ns, T-1); weq (nwe, T, E), winit
     (nwi, Ti, D, Oi), wsm (nws, T-1, D, O): squared weights; F the Taylor
-    table (Os, O). Every block is accumulated in a local k x k buffer and
-    written once (the contributions of step t to block t+1 are carried); the
-    diagonal blocks are written in full (symmetric), padding blocks are zero.
+    table (Os, O). Each item's steps are cut into ``n_seg`` segments (more
+    than one only for batches too small to fill the lanes of every thread),
+    and LANES segments at a time are assembled in the SIMD lanes
+    (``_assemble_lanes``, block column t after block column t-1; a segment
+    starting at t0 > 0 first assembles column t0-1 for the carry). Every block
+    is written once; the diagonal blocks are written in full (symmetric),
+    padding blocks are zero.
     """
-    B, T, k = bands.shape[0], bands.shape[2], bands.shape[3]
-    Tc, E, D, O = coef.shape[1], coef.shape[2], coef.shape[3], coef.shape[4]
-    dt = bands.dtype
-    for b in prange(B):
-        M = bands[b]
-        c = coef[cidx[b]].reshape((Tc, E, k))
-        hp = np.empty(2 * O - 1, dtype=dt)
-        dhp = np.empty(2 * O - 1, dtype=dt)
-        K1 = np.empty((D, O, O), dtype=dt)
-        K2 = np.empty((D, O, O), dtype=dt)
-        K3 = np.empty((D, O, O), dtype=dt)
-        cached = np.full((D, O), np.nan, dtype=dt)
-        acc = np.empty((k, k), dtype=dt)
-        carry = np.zeros((k, k), dtype=dt)  # contributions of step t-1 to block t
-        off = np.empty((k, k), dtype=dt)
-        low = np.empty((k, k), dtype=dt)
-        for t in range(T):
-            _assemble_column(t, c, steps[sidx[b]], weq[weidx[b]], winit[wiidx[b]],
-                             wsm[wsidx[b]], F, central, hp, dhp, K1, K2, K3, cached, carry,
-                             acc, off, low)
-            M[0, t] = acc
-            M[1, t] = off
-            if central:
-                M[2, t] = low
+    B, n_diag, T, k = bands.shape[0], bands.shape[1], bands.shape[2], bands.shape[3]
+    E, D, O = coef.shape[2], wsm.shape[2], wsm.shape[3]
+    kk = k * k
+    n_tasks = B * n_seg
+    seg = (T + n_seg - 1) // n_seg
+    n_chunks = (n_tasks + LANES - 1) // LANES
+    for chunk in prange(n_chunks):
+        cv, wc, hp, hv, Kv, Ks, cached, carry, cols, rows, tl = _lane_scratch(
+            E, D, O, k, n_diag, bands.dtype)
+        items = np.empty(LANES, dtype=np.int64)
+        t0 = np.empty(LANES, dtype=np.int64)
+        t1 = np.empty(LANES, dtype=np.int64)
+        for l in range(LANES):
+            q = chunk * LANES + l
+            if q < n_tasks:
+                items[l] = q // n_seg
+                t0[l] = (q % n_seg) * seg
+                t1[l] = min(T, t0[l] + seg)
+            else:  # an idle lane: repeats a real item, writes nothing
+                items[l] = B - 1
+                t0[l] = 0
+                t1[l] = 0
+        _start_lanes(items, cidx, sidx, weidx, wiidx, wsidx, rows, Kv, cached, carry)
+        if t0.max() > 0:  # carry into the first column of each segment
+            for l in range(LANES):
+                tl[l] = max(t0[l] - 1, 0)
+            _assemble_lanes(tl, rows, coef, steps, weq, winit, wsm, F, central, cv, wc, hp, hv,
+                            Kv, Ks, cached, carry, cols, 0)
+            for l in range(LANES):
+                if t0[l] == 0:
+                    for e in range(kk):
+                        carry[e * LANES + l] = 0.0
+        for j in range(seg):
+            for l in range(LANES):
+                tl[l] = min(t0[l] + j, T - 1)
+            _assemble_lanes(tl, rows, coef, steps, weq, winit, wsm, F, central, cv, wc, hp, hv,
+                            Kv, Ks, cached, carry, cols, 0)
+            for l in range(LANES):
+                t = t0[l] + j
+                if t < t1[l]:
+                    M = bands[items[l]]
+                    for d in range(n_diag):
+                        Md = M[d, t]
+                        for i in range(k):
+                            for j2 in range(k):
+                                Md[i, j2] = cols[(d * kk + i * k + j2) * LANES + l]
 
 
 @njit(parallel=True, **_OPTS)
@@ -340,64 +468,37 @@ def assemble_solve(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
 
     The fused factor + solve of ``bandsolve._kernels_simd.factor_solve``
     (LANES items per chunk in the lanes of a ring of w+1 block rows), fed by
-    ``_assemble_column`` per lane instead of a gather from the band: each lane
-    assembles block column t of its item's M into a ring of w+1 columns, and
-    block row t of the band, M[t, t-d] for d <= w, is read from columns t-d.
+    ``_assemble_lanes`` instead of a gather from the band: block column t of
+    the chunk's items is assembled into a ring of w+1 columns, and block row
+    t of the band, M[t, t-d] for d <= w, is copied from columns t-d.
     X (B, T, k, nrhs); inputs as in ``assemble_bands`` with maps over the B
     items. ``info`` as in bandsolve (failed items: NaN in X).
     """
     B, T, k, nrhs = X.shape[0], X.shape[1], X.shape[2], X.shape[3]
-    Tc, E, D, O = coef.shape[1], coef.shape[2], coef.shape[3], coef.shape[4]
+    E, D, O = coef.shape[2], wsm.shape[2], wsm.shape[3]
     n_diag = 3 if central else 2
-    LANES = _ks.LANES
-    kk = k * k
-    block = kk * LANES
+    block = k * k * LANES
     row_stride = n_diag * block
-    dt = X.dtype
     n_chunks = (B + LANES - 1) // LANES
     n_workers = min(n_threads, n_chunks)
     coupled, frow = _ks.fused_form(n_workers, T, n_diag, k, X.itemsize, nt_min_bytes)
     for worker in prange(n_workers):
         W, R, Xb, Fb, Y, items, stat = _ks.fused_workspace(T, n_diag, k, nrhs, frow, X)
-        lanes = np.arange(LANES)
-        # per lane: assembly state and a ring of n_diag assembled columns
-        # (slot t % n_diag holds M[t, t], M[t+1, t], M[t+2, t])
-        cols = np.empty((LANES, n_diag * n_diag * kk), dtype=dt)
-        hp = np.empty(2 * O - 1, dtype=dt)
-        dhp = np.empty(2 * O - 1, dtype=dt)
-        K1 = np.empty((LANES, D, O, O), dtype=dt)
-        K2 = np.empty((LANES, D, O, O), dtype=dt)
-        K3 = np.empty((LANES, D, O, O), dtype=dt)
-        cached = np.empty((LANES, D, O), dtype=dt)
-        carry = np.empty((LANES, k, k), dtype=dt)
-        acc = np.empty((k, k), dtype=dt)
-        off = np.empty((k, k), dtype=dt)
-        low = np.zeros((k, k), dtype=dt)
-        acc1, off1, low1 = acc.reshape(kk), off.reshape(kk), low.reshape(kk)
+        # column t's blocks M[t+d, t] are at cols[(t % n_diag) * row_stride + d * block]
+        cv, wc, hp, hv, Kv, Ks, cached, carry, cols, rows, tl = _lane_scratch(
+            E, D, O, k, n_diag * n_diag, X.dtype)
         for chunk in range(worker, n_chunks, n_workers):
             i0, n_valid = _ks._start_chunk(chunk, B, items, stat)
-            cached[...] = np.nan
-            carry[...] = 0.0
+            _start_lanes(items, cidx, sidx, weidx, wiidx, wsidx, rows, Kv, cached, carry)
             for t in range(T):
-                slot = (t % n_diag) * n_diag * kk
-                for l in range(LANES):
-                    b = items[l]
-                    _assemble_column(t, coef[cidx[b]].reshape((Tc, E, k)), steps[sidx[b]],
-                                     weq[weidx[b]], winit[wiidx[b]], wsm[wsidx[b]], F, central,
-                                     hp, dhp, K1[l], K2[l], K3[l], cached[l], carry[l],
-                                     acc, off, low)
-                    cl = cols[l]
-                    for e in range(kk):
-                        cl[slot + e] = acc1[e]
-                        cl[slot + kk + e] = off1[e]
-                    if central:
-                        for e in range(kk):
-                            cl[slot + 2 * kk + e] = low1[e]
-                dmax = min(n_diag - 1, t)
+                tl[:] = t
+                _assemble_lanes(tl, rows, coef, steps, weq, winit, wsm, F, central, cv, wc, hp,
+                                hv, Kv, Ks, cached, carry, cols, (t % n_diag) * row_stride)
                 own = (t % n_diag) * row_stride
-                for d in range(dmax + 1):  # M[t, t-d]: block d of column t-d
-                    src = (((t - d) % n_diag) * n_diag + d) * kk
-                    _ks._gather_block(cols, lanes, src, W, own + d * block, k)
+                for d in range(min(n_diag - 1, t) + 1):  # M[t, t-d]: block d of column t-d
+                    src = ((t - d) % n_diag) * row_stride + d * block
+                    for e in range(0, block, LANES):
+                        vstore(W, own + d * block + e, vload(cols, src + e))
                 _ks._gather_rhs(X, items, Y, t, k, nrhs)
                 _ks._fused_row(W, R, Y, Fb, Xb, stat, t, T, n_diag, k, nrhs, frow, coupled)
             _ks._fused_backward(W, R, Y, Fb, X, items, n_valid, T, n_diag, k, nrhs, frow,

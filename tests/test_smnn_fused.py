@@ -91,7 +91,7 @@ def test_kernel_forms_match_bandsolve(central, nt_min_bytes):
         weights=(1.0, 1.0, 1.0), enable_central_smoothness=central, backend="auto",
         check_finite=True)
     (c, ci), (s, si), (we, wei), (wi, wii), (ws, wsi) = _assembly._kernel_inputs(
-        plan, (B,), plan.dtype)
+        plan, (B,), plan.dtype, flat_coef=True)
     F = _cpu.taylor_table(plan.O, plan.n_smooth_orders, plan.dtype)
     X = b.reshape(B, T, plan.k, 1).copy()
     info = np.zeros(B, dtype=np.int64)
