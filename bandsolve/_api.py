@@ -350,6 +350,16 @@ def _cholesky(bands, *, lower, overwrite, check_finite, check, backend, name="ba
     return BandedCholesky(mats, dtype, info, lower)
 
 
+def _from_factor(L, backend="auto"):
+    """A :class:`BandedCholesky` over a lower factor ``L`` (..., w+1, T, k, k)
+    computed elsewhere (smnn assembles M inside the factor kernel); ``L`` is
+    taken over, not copied."""
+    mats, dtype, _ = _prepare_matrices(L, lower=True, dtype_with=(), overwrite=True,
+                                       check_finite=False, backend=backend, name="L")
+    info = np.zeros(mats.flat.shape[0], dtype=np.int64)
+    return BandedCholesky(mats, dtype, info, True)
+
+
 def _factor(mats, check_finite):
     """Factor into the input's memory when allowed, else into a new array."""
     L = mats.flat if mats.writable else mats.xp.empty_like(mats.flat)

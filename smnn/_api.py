@@ -8,6 +8,7 @@ import contextlib
 import numpy as np
 
 import bandsolve
+from bandsolve import _api as _bandsolve_api
 from bandsolve import _arrays
 
 from . import _assembly
@@ -475,6 +476,10 @@ class ODESolver:
     def _setup(self, plan, is_step_dim_first):
         self._plan = plan
         self._step_first = bool(is_step_dim_first)
+        L = _assembly.assemble_factor(plan)
+        if L is not None:  # M assembled inside the factor kernel
+            self.factor = _bandsolve_api._from_factor(L, backend=plan.backend)
+            return
         bands = _assembly.assemble_bands(plan)
         with _explain_not_positive_definite(plan):
             self.factor = bandsolve.cholesky(bands, overwrite=True, check_finite=False,

@@ -65,7 +65,8 @@ import numpy as np
 from . import _cpu
 from ._plan import broadcast_rows
 
-__all__ = ["assemble_bands", "assemble_rhs", "gradients", "assemble_bands_xp", "gradients_xp"]
+__all__ = ["assemble_bands", "assemble_factor", "assemble_solve", "assemble_rhs", "gradients",
+           "assemble_bands_xp", "gradients_xp"]
 
 
 def _flat(coef):
@@ -149,6 +150,41 @@ def assemble_bands(plan):
     return bands.reshape(batch + bands.shape[1:])
 
 
+def _fused_threads(plan, batch):
+    """Threads for a kernel that assembles M inside the factor, or 0 where the
+    band path is the better one: not NumPy, a batch too small to fill the
+    lanes of every thread, or a matrix shared by several right-hand sides
+    (``batch`` differs from M's: the band path factors it once)."""
+    lanes = _cpu.LANES
+    n_items = math.prod(batch)
+    threads = max(1, min(numba.get_num_threads(), -(-n_items // lanes)))
+    if (plan.xp is not np or plan.backend == "cuda" or tuple(batch) != tuple(plan.batch_shape)
+            or n_items < 2 * threads * lanes):
+        return 0
+    return threads
+
+
+def assemble_factor(plan):
+    """Cholesky factor of M in bandsolve's lower storage, batch + (w+1, T, k,
+    k), with M assembled inside the factor kernel (no band array); None where
+    the band path is the better one (see ``_fused_threads``) or a pivot
+    failed (the caller takes the band path, which raises the explained
+    LinAlgError)."""
+    batch = tuple(plan.batch_shape)
+    threads = _fused_threads(plan, batch)
+    if not threads:
+        return None
+    (coef, cidx), (steps, sidx), (weq, weidx), (wi, wiidx), (ws, wsidx) = _kernel_inputs(
+        plan, batch, plan.dtype, flat_coef=True)
+    F = _cpu.taylor_table(plan.O, plan.n_smooth_orders, plan.dtype)
+    n_items = math.prod(batch)
+    L = np.empty((n_items, plan.bandwidth + 1, plan.T, plan.k, plan.k), dtype=plan.dtype)
+    info = np.zeros(n_items, dtype=np.int64)
+    _cpu.assemble_factor(coef, cidx, steps, sidx, weq, weidx, wi, wiidx, ws, wsidx, F,
+                         plan.central, L, info, threads)
+    return None if info.any() else L.reshape(batch + L.shape[1:])
+
+
 def assemble_solve(plan, batch, b):
     """Solve M x = b in place in ``b`` (batch + (T, k)) with M assembled inside
     the fused factor + solve kernel (no band array); True when done.
@@ -159,13 +195,10 @@ def assemble_solve(plan, batch, b):
     with ``b`` overwritten, when a pivot failed: the caller builds b again and
     takes the band path, which raises the explained LinAlgError.
     """
-    lanes = _cpu.LANES
-    n_items = math.prod(batch)
-    threads = max(1, min(numba.get_num_threads(), -(-n_items // lanes)))
-    if (plan.xp is not np or plan.backend == "cuda" or tuple(batch) != tuple(plan.batch_shape)
-            or n_items < 2 * threads * lanes or b.dtype != plan.dtype
-            or not b.flags.c_contiguous):
+    threads = _fused_threads(plan, batch)
+    if not threads or b.dtype != plan.dtype or not b.flags.c_contiguous:
         return False
+    n_items = math.prod(batch)
     (coef, cidx), (steps, sidx), (weq, weidx), (wi, wiidx), (ws, wsidx) = _kernel_inputs(
         plan, batch, plan.dtype, flat_coef=True)
     F = _cpu.taylor_table(plan.O, plan.n_smooth_orders, plan.dtype)

@@ -29,7 +29,8 @@ from bandsolve._simd import vfma, vfnma, vload, vmul, vsplat, vstore
 _OPTS = dict(cache=True, nogil=True, fastmath={"contract"})
 _INLINE = dict(_OPTS, inline="always")
 
-__all__ = ["assemble_bands", "assemble_solve", "gradients", "flat_batch", "threads_for"]
+__all__ = ["assemble_bands", "assemble_solve", "assemble_factor", "gradients", "flat_batch",
+           "threads_for"]
 
 LANES = _ks.LANES
 
@@ -504,3 +505,57 @@ def assemble_solve(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
             _ks._fused_backward(W, R, Y, Fb, X, items, n_valid, T, n_diag, k, nrhs, frow,
                                 coupled)
             _ks._finish_fused_chunk(stat, info, X, i0, n_valid)
+
+
+@njit(parallel=True, **_OPTS)
+def assemble_factor(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx, F, central,
+                    L, info, n_threads):
+    """L <- the block Cholesky factor of M (B, w+1, T, k, k), with M assembled
+    on the fly: no band array.
+
+    ``bandsolve._kernels_simd.factor`` fed by ``_assemble_lanes`` (as in
+    ``assemble_solve``) instead of a gather from the band; the result is
+    bitwise that of ``factor`` on the band of ``assemble_bands`` (padding
+    blocks zero). Inputs as in ``assemble_bands`` with maps over the B items;
+    ``info`` as in bandsolve (failed items: NaN in L).
+    """
+    B, n_diag, T, k = L.shape[0], L.shape[1], L.shape[2], L.shape[3]
+    E, D, O = coef.shape[2], wsm.shape[2], wsm.shape[3]
+    block = k * k * LANES
+    row_stride = n_diag * block
+    L2 = L.reshape((B, n_diag * T * k * k))
+    n_chunks = (B + LANES - 1) // LANES
+    n_workers = min(n_threads, n_chunks)
+    for worker in prange(n_workers):
+        W = np.empty(n_diag * row_stride, dtype=L.dtype)
+        R = np.empty(n_diag * k * LANES, dtype=L.dtype)
+        items = np.empty(LANES, dtype=np.int64)
+        stat = np.empty(LANES, dtype=np.int64)
+        cv, wc, hp, hv, Kv, Ks, cached, carry, cols, rows, tl = _lane_scratch(
+            E, D, O, k, n_diag * n_diag, L.dtype)
+        for chunk in range(worker, n_chunks, n_workers):
+            i0, n_valid = _ks._start_chunk(chunk, B, items, stat)
+            _start_lanes(items, cidx, sidx, weidx, wiidx, wsidx, rows, Kv, cached, carry)
+            for t in range(T):
+                tl[:] = t
+                _assemble_lanes(tl, rows, coef, steps, weq, winit, wsm, F, central, cv, wc, hp,
+                                hv, Kv, Ks, cached, carry, cols, (t % n_diag) * row_stride)
+                dmax = min(n_diag - 1, t)
+                own = (t % n_diag) * row_stride
+                for d in range(dmax + 1):  # M[t, t-d]: block d of column t-d
+                    src = ((t - d) % n_diag) * row_stride + d * block
+                    for e in range(0, block, LANES):
+                        vstore(W, own + d * block + e, vload(cols, src + e))
+                _ks._factor_block_row(W, R, stat, t, dmax, k, row_stride, block, n_diag)
+                for d in range(dmax + 1):
+                    _ks._scatter_block(W, own + d * block, L2, items, n_valid,
+                                       ((d * T + t - d) * k) * k, k, d == 0)
+            for l in range(n_valid):
+                i = i0 + l
+                info[i] = stat[l]
+                if stat[l] != 0:
+                    L[i] = np.nan
+                else:  # padding blocks: zero, as assemble_bands writes them
+                    for d in range(1, n_diag):
+                        for t in range(max(T - d, 0), T):
+                            L[i, d, t] = 0.0

@@ -128,3 +128,50 @@ def test_failed_pivot_falls_back_to_explained_error(monkeypatch):
     u = np.zeros((B, T, 2, 3))
     with pytest.raises(bandsolve.LinAlgError, match=r"batch index \(5,\)"):
         smnn.ode_adjoint(coef, rhs, init, steps, u, g, weight_smooth=w_smooth)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("central", [False, True])
+def test_solver_factor_assembled_in_kernel_matches_band_path(dtype, central):
+    """ODESolver (and ode_vjp) factor M with its assembly inside the factor
+    kernel: bitwise the factor of the assembled band, padding blocks zero."""
+    rng = np.random.default_rng(11)
+    B, T = batch_for_fused(), 19
+    coef, rhs, init, steps = problem(rng, B, T, O=3, dtype=dtype)
+    steps = (steps * 5).astype(dtype)
+    kw = dict(enable_central_smoothness=central, weight_smooth=0.7,
+              weight_equation=rng.uniform(0.5, 2.0, (B, T, 3)).astype(dtype))
+    bands, b = smnn.ode_system(coef, rhs, init, steps, **kw)
+    ref = bandsolve.cholesky(bands)
+    plan, _, _ = smnn._api._plan_for_data(
+        coef, rhs, init, steps, n_steps=None, n_init_var_steps=None, is_step_dim_first=False,
+        weights=(kw["weight_equation"], 1.0, 0.7), enable_central_smoothness=central,
+        backend="auto", check_finite=True)
+    L = _assembly.assemble_factor(plan)  # the fused kernel is taken for this batch
+    assert L is not None
+    np.testing.assert_array_equal(L, ref.factor)
+    solver = smnn.ODESolver(coef, steps, **kw)
+    assert solver.factor.factor.dtype == dtype
+    np.testing.assert_array_equal(solver.factor.factor, ref.factor)
+    np.testing.assert_array_equal(solver.factor.info, 0)
+    np.testing.assert_array_equal(solver.solve(rhs, init),
+                                  ref.solve(b).reshape(B, T, 2, 3))
+    u, vjp = smnn.ode_vjp(coef, rhs, init, steps, **kw)
+    np.testing.assert_array_equal(u, ref.solve(b).reshape(B, T, 2, 3))
+
+
+def test_solver_failed_pivot_falls_back_to_explained_error():
+    rng = np.random.default_rng(12)
+    B, T = batch_for_fused(), 12
+    coef, rhs, init, steps = problem(rng, B, T)
+    coef[4] = 0.0  # item 4: no equation rows, and no smoothness rows below
+    w_smooth = np.ones((B, 1, 1, 1))
+    w_smooth[4] = 0.0
+    plan, _, _ = smnn._api._plan_for_data(
+        coef, rhs, init, steps, n_steps=None, n_init_var_steps=None, is_step_dim_first=False,
+        weights=(1.0, 1.0, w_smooth), enable_central_smoothness=False, backend="auto",
+        check_finite=True)
+    assert _assembly.assemble_factor(plan) is None
+    with pytest.raises(bandsolve.LinAlgError, match=r"not positive definite \(batch index "
+                       r"\(4,\), step t = 0, dimension d = 0, order o = 1\)"):
+        smnn.ODESolver(coef, steps, weight_smooth=w_smooth)
