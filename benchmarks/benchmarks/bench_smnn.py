@@ -1,4 +1,4 @@
-"""asv benchmarks of smnn: forward, forward+vjp, a stored factor, assembly.
+"""asv benchmarks of smnn: forward, forward+vjp, adjoint, a stored factor, assembly.
 
 One parameter, the case ``(B, T, E, D, O)``: B systems of T steps, E
 equations, D dimensions and O orders (k = D*O), default weights, Ti = Oi = 1,
@@ -36,11 +36,15 @@ def make_problem(B, T, E, D, O, seed=0):
 
 
 def warm_up(central=False):
-    """Compile (or load from cache) every kernel outside the timed region."""
-    args = make_problem(2, 5, 1, 1, 3)
-    u, vjp = smnn.ode_vjp(*args, enable_central_smoothness=central)
-    vjp(u)
-    smnn.ode_forward(*args, enable_central_smoothness=central)
+    """Compile (or load from cache) every kernel outside the timed region: a
+    small batch (band path) and one that fills the SIMD lanes of every thread
+    (M assembled inside the factor kernels)."""
+    for B in (2, 40):
+        args = make_problem(B, 5, 1, 1, 3)
+        u, vjp = smnn.ode_vjp(*args, enable_central_smoothness=central)
+        vjp(u)
+        u = smnn.ode_forward(*args, enable_central_smoothness=central)
+        smnn.ode_adjoint(*args, u, u, enable_central_smoothness=central)
 
 
 class _Case:
@@ -79,6 +83,18 @@ class ForwardVjp(_Case):
     def peakmem_forward_vjp(self, case):
         _, vjp = smnn.ode_vjp(*self.args)
         vjp(self.g)
+
+
+class Adjoint(_Case):
+    """``smnn.ode_adjoint``: the gradients from a kept ``u`` (what the autograd
+    adapters' backward calls): M assembled again, one solve, the gradients."""
+
+    def setup(self, case):
+        super().setup(case)
+        self.u = smnn.ode_forward(*self.args)
+
+    def time_adjoint(self, case):
+        smnn.ode_adjoint(*self.args, self.u, self.g)
 
 
 class CentralSmoothness(_Case):
