@@ -323,6 +323,7 @@ def assemble_bands(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
     n_tasks = B * n_seg
     seg = (T + n_seg - 1) // n_seg
     n_chunks = (n_tasks + LANES - 1) // LANES
+    B2 = bands.reshape((B, n_diag * T * kk))
     for chunk in prange(n_chunks):
         cv, wc, hp, hv, Kv, Ks, cached, carry, cols, rows, tl = _lane_scratch(
             E, D, O, k, n_diag, bands.dtype)
@@ -354,6 +355,12 @@ def assemble_bands(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
                 tl[l] = min(t0[l] + j, T - 1)
             _assemble_lanes(tl, rows, coef, steps, weq, winit, wsm, F, central, cv, wc, hp, hv,
                             Kv, Ks, cached, carry, cols, 0)
+            if n_seg == 1 and items[LANES - 1] == items[0] + LANES - 1:
+                # LANES distinct items at the same t: whole transposed tiles
+                for d in range(n_diag):
+                    _ks._scatter_block(cols, d * kk * LANES, B2, items, LANES,
+                                       (d * T + j) * kk, k, False)
+                continue
             for l in range(LANES):
                 t = t0[l] + j
                 if t < t1[l]:
