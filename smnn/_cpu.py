@@ -1,12 +1,20 @@
 """Numba CPU kernels: band assembly of the S-MNN normal equations and its adjoint.
 
 The same rows, normal equations and row-local adjoint as ``smnn._assembly``
-(whose docstring states the math); here each batch item is one ``prange``
-iteration that walks t once and writes every band entry of its item, so the
-band array is touched once (no temporaries the size of the band).
-``assemble_solve`` goes further for batches that fill the SIMD lanes: it
-assembles block column t of LANES items into the ring of bandsolve's fused
-factor + solve (``bandsolve._kernels_simd``), so M never exists as an array.
+(whose docstring states the math). M is assembled in the SIMD lanes of
+``bandsolve._simd``: ``_assemble_lanes`` builds block column t of M for LANES
+batch items at once (element (i, j) of lane l at (i*k + j)*LANES + l), each
+chunk of LANES items walking t once, so every band entry is written once and
+nothing the size of the band is allocated besides it. Batches too small to
+fill the lanes of every thread cut each item's steps into segments, one per
+lane (a segment starting at t0 > 0 first assembles column t0-1 for the
+contributions it carries into t0). ``assemble_solve`` and
+``assemble_factor`` go further for batches that fill the lanes: the
+assembled columns feed the ring of bandsolve's fused factor + solve or of its
+factor kernel (``bandsolve._kernels_simd``), so M never exists as an array.
+All paths share ``_assemble_lanes`` and stay bitwise equal. The gradient
+kernel is one ``prange`` iteration per item (it is memory bound: a lane
+version was no faster).
 
 Batch broadcasting is by index maps: an input with its own batch of n items is
 passed flattened as (n, core...) together with an int64 map ``idx`` (B,) from
