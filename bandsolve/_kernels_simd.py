@@ -152,14 +152,14 @@ else:
 
 
 @njit(**_INLINE)
-def _gather_block(src, items, src_off, dst, dst_off, k):
-    """dst[dst_off + e*LANES + l] = src[items[l], src_off + e] for e < k*k.
+def _gather_tiles(src, items, src_off, dst, dst_off, kk):
+    """dst[dst_off + e*LANES + l] = src[items[l], src_off + e] for e < kk.
 
-    Both sides index the block by its flat element e = r*k + c, so the block is
-    moved as whole LANES x LANES tiles whatever k; the last tile overlaps the
-    one before it (same values written twice) instead of a scalar tail.
+    The kk values of each item are moved as whole LANES x LANES tiles (one
+    load per item, a register transpose, one store per value); the last tile
+    overlaps the one before it (same values written twice) instead of a
+    scalar tail. Blocks (kk = k*k) and right-hand sides (kk = k*nrhs) alike.
     """
-    kk = k * k
     if kk < LANES:
         for e in range(kk):
             for l in range(LANES):
@@ -175,13 +175,12 @@ def _gather_block(src, items, src_off, dst, dst_off, k):
 
 
 @njit(**_INLINE)
-def _scatter_block(src, src_off, dst, items, n_valid, dst_off, k, lower_only):
-    """Inverse of _gather_block for the first n_valid lanes (upper part zeroed
-    when lower_only)."""
-    kk = k * k
+def _scatter_tiles(src, src_off, dst, items, n_valid, dst_off, kk):
+    """Inverse of _gather_tiles for the first n_valid lanes (whole tiles when
+    all lanes are in use, else value by value)."""
     if n_valid == LANES and kk >= LANES:
         e0 = 0
-        while e0 < kk:  # whole tiles, the last one overlapping (see _gather_block)
+        while e0 < kk:  # whole tiles, the last one overlapping (see _gather_tiles)
             e = min(e0, kk - LANES)
             _store_rows(dst, items, dst_off + e, vtranspose(_load_cols(src, src_off + e * LANES)))
             e0 += LANES
@@ -189,6 +188,20 @@ def _scatter_block(src, src_off, dst, items, n_valid, dst_off, k, lower_only):
         for e in range(kk):
             for l in range(n_valid):
                 dst[items[l], dst_off + e] = src[src_off + e * LANES + l]
+
+
+@njit(**_INLINE)
+def _gather_block(src, items, src_off, dst, dst_off, k):
+    """dst[dst_off + e*LANES + l] = src[items[l], src_off + e] for e < k*k:
+    one k x k block of each lane's item, indexed by its flat element r*k + c."""
+    _gather_tiles(src, items, src_off, dst, dst_off, k * k)
+
+
+@njit(**_INLINE)
+def _scatter_block(src, src_off, dst, items, n_valid, dst_off, k, lower_only):
+    """Inverse of _gather_block for the first n_valid lanes (upper part zeroed
+    when lower_only)."""
+    _scatter_tiles(src, src_off, dst, items, n_valid, dst_off, k * k)
     if lower_only:
         for r in range(k):
             for c in range(r + 1, k):
@@ -738,21 +751,18 @@ def _diag_reciprocals(W, R, t, k, row_stride, nrow):
 
 
 @njit(**_INLINE)
-def _gather_rhs(X, items, Y, t, k, nrhs):
-    for r in range(k):
-        for q in range(nrhs):
-            o = ((t * k + r) * nrhs + q) * LANES
-            for l in range(LANES):
-                Y[o + l] = X[items[l], t, r, q]
+def _gather_rhs(X2, items, Y, t, k, nrhs):
+    """Block t of each lane's right-hand side into Y (lane layout); X2 is X
+    (B, T, k, nrhs) viewed as (B, T*k*nrhs)."""
+    kk = k * nrhs
+    _gather_tiles(X2, items, t * kk, Y, t * kk * LANES, kk)
 
 
 @njit(**_INLINE)
-def _scatter_rhs(Y, X, items, n_valid, t, k, nrhs):
-    for r in range(k):
-        for q in range(nrhs):
-            o = ((t * k + r) * nrhs + q) * LANES
-            for l in range(n_valid):
-                X[items[l], t, r, q] = Y[o + l]
+def _scatter_rhs(Y, X2, items, n_valid, t, k, nrhs):
+    """Inverse of _gather_rhs for the first n_valid lanes."""
+    kk = k * nrhs
+    _scatter_tiles(Y, t * kk * LANES, X2, items, n_valid, t * kk, kk)
 
 
 @njit(**_INLINE)
@@ -835,9 +845,10 @@ def _fused_row(W, R, Y, F, Xb, stat, t, T, n_diag, k, nrhs, frow, coupled):
 
 
 @njit(**_INLINE)
-def _fused_backward(W, R, Y, F, X, items, n_valid, T, n_diag, k, nrhs, frow, coupled):
+def _fused_backward(W, R, Y, F, X2, items, n_valid, T, n_diag, k, nrhs, frow, coupled):
     """The backward pass of a fused factor + solve after its last ``_fused_row``;
-    the solution goes to X[items[l]] for the first n_valid lanes."""
+    the solution goes to X2[items[l]] (X viewed as (B, T*k*nrhs)) for the
+    first n_valid lanes."""
     w = n_diag - 1
     block = k * k * LANES
     if coupled:
@@ -850,7 +861,7 @@ def _fused_backward(W, R, Y, F, X, items, n_valid, T, n_diag, k, nrhs, frow, cou
             _backward_coupled(F, Y, t, T, n_diag, k, nrhs, frow)
         else:
             _backward_packed(F, Y, t, T, n_diag, k, nrhs, frow, ntri)
-        _scatter_rhs(Y, X, items, n_valid, t, k, nrhs)
+        _scatter_rhs(Y, X2, items, n_valid, t, k, nrhs)
 
 
 # ---------------------------------------------------------------------------
@@ -887,6 +898,7 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
     block = k * k * LANES
     row_stride = n_diag * block
     A2 = A.reshape((B, n_diag * T * k * k))
+    X2 = X.reshape((B, T * k * nrhs))
     n_chunks = (B + LANES - 1) // LANES
     n_workers = min(n_threads, n_chunks)
     coupled, frow = fused_form(n_workers, T, n_diag, k, A.itemsize, nt_min_bytes)
@@ -900,9 +912,9 @@ def factor_solve(A, X, info, n_threads, nt_min_bytes=NT_MIN_BYTES):
                 for d in range(dmax + 1):
                     _gather_block(A2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
                 _prefetch_block_row(A2, items, T, t + _AHEAD, n_diag, k)
-                _gather_rhs(X, items, Y, t, k, nrhs)
+                _gather_rhs(X2, items, Y, t, k, nrhs)
                 _fused_row(W, R, Y, F, Xb, stat, t, T, n_diag, k, nrhs, frow, coupled)
-            _fused_backward(W, R, Y, F, X, items, n_valid, T, n_diag, k, nrhs, frow, coupled)
+            _fused_backward(W, R, Y, F, X2, items, n_valid, T, n_diag, k, nrhs, frow, coupled)
             _finish_fused_chunk(stat, info, X, i0, n_valid)
 
 
@@ -960,6 +972,7 @@ def solve(L, X, index, n_threads):
     block = k * k * LANES
     row_stride = n_diag * block
     L2 = L.reshape((L.shape[0], n_diag * T * k * k))
+    X2 = X.reshape((Bx, T * k * nrhs))
     n_chunks = (Bx + LANES - 1) // LANES
     n_workers = min(n_threads, n_chunks)
     for worker in prange(n_workers):
@@ -981,7 +994,7 @@ def solve(L, X, index, n_threads):
                     _gather_block(L2, items, ((d * T + t - d) * k) * k, W, own + d * block, k)
                 _prefetch_block_row(L2, items, T, t + _AHEAD, n_diag, k)
                 _diag_reciprocals(W, R, t, k, row_stride, n_diag)
-                _gather_rhs(X, xitems, Y, t, k, nrhs)
+                _gather_rhs(X2, xitems, Y, t, k, nrhs)
                 _forward_block_row(W, R, Y, t, dmax, k, nrhs, row_stride, block, n_diag)
             for t in range(T - 1, -1, -1):
                 # block column t of L: L[t+d, t] = storage [d, t], into row (t+d), slot d
@@ -991,7 +1004,7 @@ def solve(L, X, index, n_threads):
                 _prefetch_block_column(L2, items, T, t - _AHEAD, n_diag, k)
                 _diag_reciprocals(W, R, t, k, row_stride, n_diag)
                 _backward_block_row(W, R, Y, t, T, n_diag, k, nrhs, row_stride, block, n_diag)
-                _scatter_rhs(Y, X, xitems, n_valid, t, k, nrhs)
+                _scatter_rhs(Y, X2, xitems, n_valid, t, k, nrhs)
 
 
 @njit(parallel=True, **_OPTS)

@@ -491,6 +491,7 @@ def assemble_solve(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
     items. ``info`` as in bandsolve (failed items: NaN in X).
     """
     B, T, k, nrhs = X.shape[0], X.shape[1], X.shape[2], X.shape[3]
+    X2 = X.reshape((B, T * k * nrhs))
     E, D, O = coef.shape[2], wsm.shape[2], wsm.shape[3]
     n_diag = 3 if central else 2
     block = k * k * LANES
@@ -515,9 +516,9 @@ def assemble_solve(coef, cidx, steps, sidx, weq, weidx, winit, wiidx, wsm, wsidx
                     src = ((t - d) % n_diag) * row_stride + d * block
                     for e in range(0, block, LANES):
                         vstore(W, own + d * block + e, vload(cols, src + e))
-                _ks._gather_rhs(X, items, Y, t, k, nrhs)
+                _ks._gather_rhs(X2, items, Y, t, k, nrhs)
                 _ks._fused_row(W, R, Y, Fb, Xb, stat, t, T, n_diag, k, nrhs, frow, coupled)
-            _ks._fused_backward(W, R, Y, Fb, X, items, n_valid, T, n_diag, k, nrhs, frow,
+            _ks._fused_backward(W, R, Y, Fb, X2, items, n_valid, T, n_diag, k, nrhs, frow,
                                 coupled)
             _ks._finish_fused_chunk(stat, info, X, i0, n_valid)
 

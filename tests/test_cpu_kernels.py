@@ -92,6 +92,32 @@ def test_simd_factor_in_place(k):
     np.testing.assert_allclose(A, L_ref, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("nt_min_bytes", [None, 0], ids=["packed", "coupled"])
+@pytest.mark.parametrize("k, nrhs", [(2, 1), (3, 2), (9, 1), (3, 3), (9, 3), (4, 4)])
+def test_rhs_moves_in_tiles_every_remainder(k, nrhs, nt_min_bytes):
+    """Right-hand sides go in and out of the lanes as transposed tiles of k*nrhs
+    values per block (the last tile overlapping), value by value below LANES
+    values or in a partly filled chunk: each item's solution lands in its own
+    row, whatever k*nrhs mod LANES."""
+    rng = np.random.default_rng(10 * k + nrhs)
+    B, T = 2 * LANES + 3, 6
+    A = spd_bands(rng, B, 2, T, k, np.float64)
+    X = rng.standard_normal((B, T, k, nrhs))
+    index = np.arange(B, dtype=np.int64)
+    L_ref, _, x_ref = reference(A, X, index)
+    dense = np.linalg.solve(_dense(A), X.reshape(B, T * k, nrhs)).reshape(X.shape)
+    np.testing.assert_allclose(x_ref, dense, rtol=1e-12, atol=1e-12)
+    x = X.copy()
+    info = np.zeros(B, dtype=np.int64)
+    args = () if nt_min_bytes is None else (nt_min_bytes,)
+    _kernels_simd.factor_solve(A, x, info, THREADS, *args)
+    np.testing.assert_array_equal(info, 0)
+    np.testing.assert_allclose(x, x_ref, rtol=1e-13, atol=1e-13)
+    x = X.copy()
+    _kernels_simd.solve(L_ref, x, index, THREADS)
+    np.testing.assert_allclose(x, x_ref, rtol=1e-13, atol=1e-13)
+
+
 def test_simd_solve_broadcast_index():
     rng = np.random.default_rng(1)
     A = spd_bands(rng, 3, 2, 6, 4, np.float64)
